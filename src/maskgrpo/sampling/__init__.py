@@ -1,0 +1,1 @@
+"""Rollout samplers for masked diffusion models."""
