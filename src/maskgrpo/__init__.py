@@ -1,3 +1,50 @@
-"""maskgrpo: reinforcement learning for masked discrete diffusion models with MaskGRPO."""
+"""maskgrpo: reinforcement learning for masked discrete diffusion models with MaskGRPO.
+
+The public pieces are importable from the top level::
+
+    from maskgrpo import mask_ratios, remask, group_advantages, grpo_loss, generate
+"""
+
+from .grpo import (
+    LossStats,
+    clipped_surrogate,
+    group_advantages,
+    grpo_loss,
+    k3_kl,
+    masked_mean,
+)
+from .logprobs import split_head, token_logprobs, view_logprobs
+from .masking import MaskedView, completion_span, mask_ratios, remask, upto_first_eos
+from .models import TinyConfig, TinyDiffusionLM
+from .sampling.common import cosine_schedule, emerge_reveal, gumbel_sample
+from .sampling.llada import TextSample, generate
+from .tokenizer import CharTokenizer
+from .tokens import TokenSpec
 
 __version__ = "0.1.0"
+
+__all__ = [
+    "CharTokenizer",
+    "LossStats",
+    "MaskedView",
+    "TextSample",
+    "TinyConfig",
+    "TinyDiffusionLM",
+    "TokenSpec",
+    "clipped_surrogate",
+    "completion_span",
+    "cosine_schedule",
+    "emerge_reveal",
+    "generate",
+    "group_advantages",
+    "grpo_loss",
+    "gumbel_sample",
+    "k3_kl",
+    "mask_ratios",
+    "masked_mean",
+    "remask",
+    "split_head",
+    "token_logprobs",
+    "upto_first_eos",
+    "view_logprobs",
+]

@@ -29,7 +29,9 @@ def gumbel_sample(
     if temperature == 0:
         tokens = logits64.argmax(dim=-1)
     else:
-        u = torch.rand(logits64.shape, dtype=torch.float64, device=logits.device, generator=generator)
+        u = torch.rand(
+            logits64.shape, dtype=torch.float64, device=logits.device, generator=generator
+        )
         gumbel = -torch.log(-torch.log(u.clamp_min(1e-300)).clamp_min(1e-300))
         tokens = (logits64 / temperature + gumbel).argmax(dim=-1)
     probs = torch.softmax(logits64, dim=-1).gather(-1, tokens.unsqueeze(-1)).squeeze(-1)

@@ -1,0 +1,135 @@
+"""Semi-autoregressive text sampling for masked diffusion LMs (LLaDA, Nie et al. 2025).
+
+The completion of ``gen_length`` masked tokens is decoded in blocks of ``block_length``, left to
+right, with ``steps / num_blocks`` steps per block. Each step runs one forward pass over the whole
+sequence and draws a token at every masked position by Gumbel-max (float64 noise; temperature 0
+is greedy). Which drawn tokens are committed depends on ``remasking``:
+
+- ``"low_confidence"`` (LLaDA): the ``k`` most confident masked positions of the current block,
+  the block's masked count split evenly over its steps (earlier steps take the remainder);
+- ``"random"`` (LLaDA's alternative): ``k`` positions of the block chosen at random;
+- ``"emerge"`` (MaskGRPO, arXiv 2510.02880, Sec. 4): every masked position of the block unmasks
+  independently with probability ``(k_t - k_s) / k_t`` under a cosine schedule over the block's
+  steps, all remaining masks drawn at its last step. No fixed count: more diverse rollouts.
+
+Batched over rows (no per-row Python loop), under ``torch.inference_mode()``, and all randomness
+from the ``generator`` argument: same seed, same tokens. The mask token can never be emitted.
+Prompts must be left-padded to a common width.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from .common import cosine_schedule, emerge_reveal, gumbel_sample
+
+__all__ = ["REMASKING", "TextSample", "generate", "transfer_schedule"]
+
+REMASKING = ("low_confidence", "random", "emerge")
+
+
+@dataclass(frozen=True)
+class TextSample:
+    """Result of :func:`generate`: ``sequences`` ``(B, P + L)`` and ``completions`` ``(B, L)``."""
+
+    sequences: Tensor
+    completions: Tensor
+    prompt_width: int
+    forward_passes: int
+
+
+def transfer_schedule(block_length: int, steps: int) -> list[int]:
+    """Tokens committed at each of a block's ``steps``: an even split, remainder first (LLaDA)."""
+    base, rem = divmod(block_length, steps)
+    return [base + (1 if i < rem else 0) for i in range(steps)]
+
+
+def _check(gen_length: int, steps: int, block_length: int, remasking: str) -> int:
+    if remasking not in REMASKING:
+        raise ValueError(f"unknown remasking {remasking!r}; choose one of {REMASKING}")
+    if gen_length < 1 or block_length < 1 or steps < 1:
+        raise ValueError(
+            f"gen_length={gen_length}, block_length={block_length}, steps={steps} must be >= 1"
+        )
+    if gen_length % block_length:
+        raise ValueError(
+            f"gen_length={gen_length} must be a multiple of block_length={block_length}"
+        )
+    blocks = gen_length // block_length
+    if steps % blocks:
+        raise ValueError(
+            f"steps={steps} must be a multiple of the number of blocks ({blocks} = "
+            f"gen_length / block_length); e.g. steps={blocks * max(1, steps // blocks)}"
+        )
+    if steps // blocks > block_length:
+        raise ValueError(
+            f"{steps // blocks} steps per block exceed block_length={block_length}; "
+            f"use at most steps={blocks * block_length}"
+        )
+    return blocks
+
+
+def _topk_by_row(score: Tensor, k: Tensor) -> Tensor:
+    """Bool mask of the ``k[b]`` highest entries of each row of ``score`` ``(B, L)``."""
+    order = score.argsort(dim=1, descending=True, stable=True)
+    rank = torch.empty_like(order)
+    rank.scatter_(1, order, torch.arange(score.shape[1], device=score.device).expand_as(order))
+    return rank < k.unsqueeze(1)
+
+
+@torch.inference_mode()
+def generate(
+    model: nn.Module,
+    prompt_ids: Tensor,
+    *,
+    mask_id: int,
+    gen_length: int,
+    steps: int,
+    block_length: int,
+    temperature: float = 0.0,
+    remasking: str = "low_confidence",
+    generator: torch.Generator | None = None,
+    attention_mask: Tensor | None = None,
+) -> TextSample:
+    """Sample completions for left-padded ``prompt_ids`` ``(B, P)``.
+
+    ``attention_mask`` ``(B, P)`` marks real prompt tokens; it is extended over the completion
+    and passed to the model when given. The model must already be in eval mode.
+    """
+    blocks = _check(gen_length, steps, block_length, remasking)
+    per_block = steps // blocks
+    batch, width = prompt_ids.shape
+    device = prompt_ids.device
+    completion = torch.full((batch, gen_length), mask_id, dtype=prompt_ids.dtype, device=device)
+    x = torch.cat([prompt_ids, completion], dim=1)  # (B, P + L)
+    kwargs = {}
+    if attention_mask is not None:
+        ones = torch.ones((batch, gen_length), dtype=attention_mask.dtype, device=device)
+        kwargs["attention_mask"] = torch.cat([attention_mask, ones], dim=1)
+    counts = transfer_schedule(block_length, per_block)
+    for blk in range(blocks):
+        lo, hi = width + blk * block_length, width + (blk + 1) * block_length
+        in_block = torch.zeros_like(x, dtype=torch.bool)
+        in_block[:, lo:hi] = True
+        for s in range(per_block):
+            masked = (x == mask_id) & in_block  # (B, P + L)
+            logits = model(x, **kwargs).logits
+            logits[..., mask_id] = float("-inf")  # the mask token is never a sample
+            drawn, conf = gumbel_sample(logits, temperature, generator)  # (B, P + L) each
+            if remasking == "emerge":
+                k_t = cosine_schedule(s / per_block)
+                k_s = cosine_schedule((s + 1) / per_block)
+                commit = emerge_reveal(
+                    masked, k_t, k_s, last=s == per_block - 1, generator=generator
+                )
+            else:
+                if remasking == "random":
+                    conf = torch.rand(conf.shape, device=device, generator=generator)
+                score = torch.where(masked, conf, torch.full_like(conf, float("-inf")))
+                k = torch.full((batch,), counts[s], device=device)
+                commit = _topk_by_row(score, k) & masked
+            x = torch.where(commit, drawn, x)
+    return TextSample(x, x[:, width:], width, steps)
