@@ -62,12 +62,12 @@ class _Block(nn.Module):
         self.dropout = cfg.dropout
 
     def forward(self, x: Tensor, key_padding: Tensor | None) -> Tensor:
-        b, l, d = x.shape
-        q, k, v = self.qkv(self.norm1(x)).view(b, l, 3, self.n_heads, -1).permute(2, 0, 3, 1, 4)
+        b, n, d = x.shape
+        q, k, v = self.qkv(self.norm1(x)).view(b, n, 3, self.n_heads, -1).permute(2, 0, 3, 1, 4)
         mask = None if key_padding is None else key_padding[:, None, None, :]  # (B, 1, 1, L)
         p = self.dropout if self.training else 0.0
         att = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p)
-        x = x + F.dropout(self.proj(att.transpose(1, 2).reshape(b, l, d)), p, self.training)
+        x = x + F.dropout(self.proj(att.transpose(1, 2).reshape(b, n, d)), p, self.training)
         return x + F.dropout(self.mlp(self.norm2(x)), p, self.training)
 
 
