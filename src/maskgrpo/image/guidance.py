@@ -23,7 +23,9 @@ def with_guidance(cond_fn: LogitsFn, uncond_fn: LogitsFn | None, w: float) -> Lo
     if w == 0:
         return cond_fn
     if uncond_fn is None:
-        raise ValueError(f"guidance scale {w} needs uncond_logits_fn; pass it or set the scale to 0")
+        raise ValueError(
+            f"guidance scale {w} needs uncond_logits_fn; pass it or set the scale to 0"
+        )
     unc: LogitsFn = uncond_fn
 
     def guided(codes: Tensor) -> Tensor:

@@ -27,6 +27,7 @@ from .world import TAGS, WorldConfig
 
 __all__ = [
     "Detection",
+    "as_image",
     "SpecResult",
     "classify_shape",
     "detect",
@@ -63,7 +64,7 @@ class SpecResult:
     reasons: tuple[str, ...]
 
 
-def _as_image(img: np.ndarray | torch.Tensor) -> np.ndarray:
+def as_image(img: np.ndarray | torch.Tensor) -> np.ndarray:
     """A uint8 ``(H, W, 3)`` numpy view of a completion, or a ValueError naming what is wrong."""
     arr = img.detach().cpu().numpy() if isinstance(img, torch.Tensor) else np.asarray(img)
     if arr.dtype != np.uint8 or arr.ndim != 3 or arr.shape[-1] != 3:
@@ -134,7 +135,7 @@ def detect(
 ) -> list[Detection]:
     """Objects in a uint8 ``(H, W, 3)`` image, largest first (the ranking GenEval takes)."""
     cfg = config or WorldConfig()
-    colors = pixel_colors(_as_image(img), cfg)  # (H, W)
+    colors = pixel_colors(as_image(img), cfg)  # (H, W)
     labels = label_components(colors)  # (H, W)
     out = []
     for lab in np.unique(labels[labels >= 0]):
@@ -236,7 +237,9 @@ def make_geneval_reward(
         for img, raw in zip(completions, spec, strict=True):
             s = _parse_spec(raw)
             if not _scorable(s, cfg):
-                logger.warning("spec %r names things outside the world; unscorable", s.get("prompt"))
+                logger.warning(
+                    "spec %r names things outside the world; unscorable", s.get("prompt")
+                )
                 out.append(None)
                 continue
             res = evaluate_spec(s, detect(img, cfg, min_area))

@@ -51,8 +51,14 @@ class PatchQuantizer:
     """Nearest-codebook patch quantizer. ``codebook``: uint8 ``(K, p, p, 3)``."""
 
     def __init__(self, codebook: Tensor) -> None:
-        if codebook.dtype != torch.uint8 or codebook.ndim != 4 or codebook.shape[1] != codebook.shape[2]:
-            raise ValueError(f"codebook must be uint8 (K, p, p, 3), got {codebook.dtype} {tuple(codebook.shape)}")
+        if (
+            codebook.dtype != torch.uint8
+            or codebook.ndim != 4
+            or codebook.shape[1] != codebook.shape[2]
+        ):
+            raise ValueError(
+                f"codebook must be uint8 (K, p, p, 3), got {codebook.dtype} {tuple(codebook.shape)}"
+            )
         self.codebook = codebook.contiguous()
         flat = codebook.reshape(codebook.shape[0], -1).float()  # (K, p*p*3)
         self._flat = flat
@@ -106,7 +112,9 @@ class PatchQuantizer:
         with safe_open(str(path), framework="pt") as fh:
             fmt = (fh.metadata() or {}).get("format")
             if fmt != _FORMAT:
-                raise ValueError(f"{path} is not a patch quantizer (format {fmt!r}, want {_FORMAT!r})")
+                raise ValueError(
+                    f"{path} is not a patch quantizer (format {fmt!r}, want {_FORMAT!r})"
+                )
             return cls(fh.get_tensor("codebook"))
 
 
@@ -155,7 +163,9 @@ def fit_quantizer(
     cfg = config or WorldConfig()
     n_col = len(cfg.colors)
     if num_codes < 1 + n_col:
-        raise ValueError(f"num_codes must be >= {1 + n_col} (background + solid colours), got {num_codes}")
+        raise ValueError(
+            f"num_codes must be >= {1 + n_col} (background + solid colours), got {num_codes}"
+        )
     rng = np.random.default_rng(seed)
     specs = [s for t in TAGS for s in all_specs(t, cfg)]
     picks = rng.integers(0, len(specs), size=num_images)

@@ -35,7 +35,14 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-TAGS: tuple[str, ...] = ("single_object", "two_object", "counting", "colors", "position", "color_attr")
+TAGS: tuple[str, ...] = (
+    "single_object",
+    "two_object",
+    "counting",
+    "colors",
+    "position",
+    "color_attr",
+)
 
 # Well separated in RGB and from the background, so nearest-colour classification is exact.
 PALETTE: dict[str, tuple[int, int, int]] = {
@@ -109,7 +116,11 @@ def _a(*words: str) -> str:
 
 
 def _single(c: str) -> dict:
-    return {"tag": "single_object", "include": [{"class": c, "count": 1}], "prompt": f"a photo of {_a(c)}"}
+    return {
+        "tag": "single_object",
+        "include": [{"class": c, "count": 1}],
+        "prompt": f"a photo of {_a(c)}",
+    }
 
 
 def _two(a: str, b: str) -> dict:
@@ -235,9 +246,11 @@ def sample_specs(
     mix = load_tag_mix(tag_mix) if isinstance(tag_mix, str | Path) else tag_mix or DEFAULT_TAG_MIX
     out: list[dict] = []
     for tag, k in _allocate(n, mix).items():
-        if k and not pool.get(tag):
+        if k == 0:
+            continue
+        if not pool.get(tag):
             raise ValueError(f"tag {tag!r} has weight in the mix but no specs in the pool")
-        idx = rng.integers(0, len(pool[tag]), size=k) if k else []
+        idx = rng.integers(0, len(pool[tag]), size=k).tolist()
         out.extend(json.loads(json.dumps(pool[tag][i])) for i in idx)  # independent copies
     return [out[i] for i in rng.permutation(len(out))]
 
@@ -247,7 +260,9 @@ def _objects(spec: dict, cfg: WorldConfig, rng: np.random.Generator) -> list[tup
     objs = []
     for i, req in enumerate(spec["include"]):
         if req["class"] not in cfg.classes:
-            raise ValueError(f"class {req['class']!r} is not in this world; use one of {cfg.classes}")
+            raise ValueError(
+                f"class {req['class']!r} is not in this world; use one of {cfg.classes}"
+            )
         for _ in range(int(req["count"])):
             color = req.get("color") or cfg.colors[int(rng.integers(len(cfg.colors)))]
             objs.append((i, req["class"], color))
