@@ -253,16 +253,26 @@ class Sandbox:
                 _UID_POOL.release(uid)
             shutil.rmtree(workdir, ignore_errors=True)
 
-    def run_many(self, codes: Sequence[str], max_workers: int | None = None) -> list[SandboxResult]:
+    def run_many(
+        self,
+        codes: Sequence[str],
+        max_workers: int | None = None,
+        stdins: Sequence[str] | None = None,
+    ) -> list[SandboxResult]:
         """Run programs concurrently (threads launching processes); results keep input order."""
         if max_workers is None:
             max_workers = min(32, os.cpu_count() or 1)
         if max_workers < 1:
             raise ValueError(f"max_workers={max_workers} must be at least 1.")
+        inputs = list(stdins) if stdins is not None else [""] * len(codes)
+        if len(inputs) != len(codes):
+            raise ValueError(
+                f"run_many got {len(codes)} programs but {len(inputs)} stdins; pass one per program."
+            )
         if not codes:
             return []
         with ThreadPoolExecutor(max_workers=min(max_workers, len(codes))) as pool:
-            return list(pool.map(self.run, codes))
+            return list(pool.map(self.run, codes, inputs))
 
     def _execute(self, cmd: list[str], workdir: str, stdin: str) -> SandboxResult:
         stdin_path = os.path.join(workdir, ".stdin")
