@@ -54,8 +54,9 @@ def maskgit_schedule(num_tokens: int, steps: int) -> list[int]:
 
 
 def _gumbel(shape: torch.Size, generator: torch.Generator, device: torch.device) -> Tensor:
+    """Standard Gumbel noise in float64: ``-log(-log(u))``, both logs kept finite."""
     u = torch.rand(shape, dtype=torch.float64, device=device, generator=generator)
-    return -torch.log(-torch.log(u.clamp_min(1e-300)).clamp_min(1e-300))
+    return -torch.log((-torch.log(u.clamp_min(1e-300))).clamp_min(1e-300))
 
 
 @torch.inference_mode()
