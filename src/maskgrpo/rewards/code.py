@@ -4,7 +4,7 @@ MaskGRPO (arXiv 2510.02880) rewards code with 2.0 x the fraction of tests passed
 term. The program of a completion is its last fenced code block (or the whole text when it has
 none). Each row carries ``tests``: a list of snippets (``assert f(1) == 2``, or a whole
 HumanEval ``check`` function followed by ``check(entry_point)``), and optionally
-``test_setup`` (code run before the tests, as in MBPP).
+``test_setup`` (code run after the program and before the tests, as in MBPP).
 
 All tests of a completion run in one sandboxed process: a driver executes the program, then
 each test in its own ``try`` block, printing a per-run secret token for every test that passed.
@@ -35,7 +35,7 @@ _token = _sys.stdin.readline().strip()
 _program, _setup, _tests = {payload}
 _env = {{"__name__": "__main__"}}
 try:
-    exec(compile(_setup + "\\n" + _program, "solution.py", "exec"), _env)
+    exec(compile(_program + "\\n" + _setup, "solution.py", "exec"), _env)
 except BaseException as _err:
     print("program failed:", type(_err).__name__, _err, file=_sys.stderr)
     _sys.exit(1)
