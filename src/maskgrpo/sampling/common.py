@@ -32,7 +32,8 @@ def gumbel_sample(
         u = torch.rand(
             logits64.shape, dtype=torch.float64, device=logits.device, generator=generator
         )
-        gumbel = -torch.log(-torch.log(u.clamp_min(1e-300)).clamp_min(1e-300))
+        neg_log_u = (-torch.log(u.clamp_min(1e-300))).clamp_min(1e-300)  # Exp(1), > 0
+        gumbel = -torch.log(neg_log_u)
         tokens = (logits64 / temperature + gumbel).argmax(dim=-1)
     probs = torch.softmax(logits64, dim=-1).gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
     return tokens, probs.float()
