@@ -139,7 +139,8 @@ def test_partial_credit_counts_clauses() -> None:
 
 def test_small_specks_are_ignored_and_foreign_specs_unscorable() -> None:
     img = scene(("square", "red", 4, 4))
-    img[28:30, 28:30] = PALETTE["blue"]  # 4-pixel speck, below min_area
+    img[28:30, 28:30] = PALETTE["blue"]  # a speck below min_area
+    img[20:24, 24:28] = PALETTE["green"]  # one solid 4x4 patch is not an object either
     assert [d.cls for d in detect(img)] == ["square"]
     bench = {"tag": "single_object", "include": [one("bench")], "prompt": "a photo of a bench"}
     assert geneval_reward([""], [img], spec=[bench]) == [None]

@@ -131,7 +131,7 @@ def classify_shape(mask: np.ndarray) -> str:
 
 
 def detect(
-    img: np.ndarray | torch.Tensor, config: WorldConfig | None = None, min_area: int = 6
+    img: np.ndarray | torch.Tensor, config: WorldConfig | None = None, min_area: int = 20
 ) -> list[Detection]:
     """Objects in a uint8 ``(H, W, 3)`` image, largest first (the ranking GenEval takes)."""
     cfg = config or WorldConfig()
@@ -212,7 +212,7 @@ def _scorable(spec: dict, cfg: WorldConfig) -> bool:
 
 
 def make_geneval_reward(
-    config: WorldConfig | None = None, *, partial: bool = False, min_area: int = 6
+    config: WorldConfig | None = None, *, partial: bool = False, min_area: int = 20
 ) -> RewardFn:
     """Build a TRL-style reward ``(prompts, completions, *, spec, **_) -> list[float | None]``.
 
