@@ -54,7 +54,7 @@ PALETTE: dict[str, tuple[int, int, int]] = {
     "black": (20, 20, 20),
 }
 
-# Tag counts of GenEval's evaluation_metadata.jsonl (553 prompts; shared/data/geneval), as
+# Tag counts of GenEval's evaluation_metadata.jsonl (553 prompts, Ghosh et al. 2023), as
 # proportions, so prompt generation works without the file. load_tag_mix() re-measures them.
 DEFAULT_TAG_MIX: dict[str, float] = {
     "single_object": 80 / 553,
