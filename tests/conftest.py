@@ -22,6 +22,16 @@ if "OMP_NUM_THREADS" not in os.environ:
 TinyFactory = Callable[..., TinyDiffusionLM]
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Skip tests marked ``gpu`` when no CUDA device is present."""
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA device")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
+
+
 def build_tiny_model(
     vocab_size: int,
     *,

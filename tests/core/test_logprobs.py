@@ -122,6 +122,18 @@ def test_micro_batches_equal_full_batch_and_views_merge(make_tiny) -> None:
     assert bool((full[view.scored[0]] == per_view[0][view.scored[0]]).all())
 
 
+def test_micro_batches_equal_full_batch_under_autograd(make_tiny) -> None:
+    model = make_tiny(seed=6, std=0.2)
+    ids, view = _batch(seed=6, batch=5, strategy="fading")
+    full, _ = view_logprobs(model, view, ids)
+    full.sum().backward()
+    g_full = _grads(model)
+    micro, _ = view_logprobs(model, view, ids, micro_batch_size=2, chunk_size=5)
+    micro.sum().backward()
+    torch.testing.assert_close(micro, full, rtol=0, atol=1e-6)
+    _assert_grads_close(_grads(model), g_full)
+
+
 def test_nothing_scored_gives_zeros(tiny_model) -> None:
     ids, _ = _batch()
     none = torch.zeros_like(ids, dtype=torch.bool)
