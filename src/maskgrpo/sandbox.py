@@ -154,6 +154,8 @@ class Sandbox:
         max_file_mb: largest file the program may write (``RLIMIT_FSIZE``).
         max_open_files: ``RLIMIT_NOFILE``.
         python: interpreter to run inside; defaults to the one running this library.
+        site_packages: import ``site`` so installed packages are importable; off by default,
+            which limits programs to the standard library and starts them about 4x faster.
         allow_unsafe: run without namespaces when ``bwrap`` is unavailable (rlimits only).
     """
 
@@ -167,6 +169,7 @@ class Sandbox:
         max_file_mb: int = 16,
         max_open_files: int = 64,
         python: str | None = None,
+        site_packages: bool = False,
         allow_unsafe: bool = False,
     ) -> None:
         checks = {
@@ -188,6 +191,7 @@ class Sandbox:
         self.max_open_files = int(max_open_files)
         self.python = os.path.realpath(python or sys.executable)
         self.allow_unsafe = allow_unsafe
+        self._python_flags = ["-I"] if site_packages else ["-I", "-S"]
         self._isolated = shutil.which("bwrap") is not None and shutil.which("prlimit") is not None
         if not self._isolated and not allow_unsafe:
             raise SandboxUnavailableError(
@@ -230,7 +234,7 @@ class Sandbox:
             cmd += ["--", *self._limits(), "setpriv", f"--reuid={uid}", f"--regid={uid}"]
             cmd += ["--clear-groups", "--inh-caps=-all", "--bounding-set=-all", "--no-new-privs"]
             cmd += ["--"]
-        return cmd + [self.python, "-I", "/tmp/main.py"]
+        return cmd + [self.python, *self._python_flags, "/tmp/main.py"]
 
     def run(self, code: str, stdin: str = "") -> SandboxResult:
         """Run one program (the text of a ``.py`` file) and return what it did."""
@@ -246,7 +250,8 @@ class Sandbox:
             if self._isolated:
                 cmd = self._bwrap_command(workdir, uid)
             else:
-                cmd = [*self._limits(), self.python, "-I", os.path.join(workdir, "main.py")]
+                main = os.path.join(workdir, "main.py")
+                cmd = [*self._limits(), self.python, *self._python_flags, main]
             return self._execute(cmd, workdir, stdin)
         finally:
             if uid is not None:
@@ -340,8 +345,34 @@ class Sandbox:
         return out, err, reason
 
 
+def _namespace_inits(pid: int) -> list[int]:
+    """Host pids of the children of ``pid`` (bwrap's PID-namespace init), read from /proc."""
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children", encoding="ascii") as f:
+            return [int(x) for x in f.read().split()]
+    except OSError:
+        return []
+
+
+def _wait_gone(pids: list[int], timeout_s: float = 2.0) -> None:
+    """Poll until none of ``pids`` exists (a namespace init exits after all its members)."""
+    deadline = time.monotonic() + timeout_s
+    while any(_alive(p) for p in pids) and time.monotonic() < deadline:
+        time.sleep(0.005)
+
+
+def _alive(pid: int) -> bool:
+    """Whether ``pid`` exists and is not a zombie (its state letter in /proc/pid/stat)."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
+
+
 def _kill_group(proc: subprocess.Popen[bytes]) -> None:
-    """SIGKILL the child's process group and reap the child."""
+    """SIGKILL the child's process group, reap it, and wait for its PID namespace to empty."""
+    inits = _namespace_inits(proc.pid) if proc.returncode is None else []
     try:
         os.killpg(proc.pid, signal.SIGKILL)
     except ProcessLookupError:
@@ -350,6 +381,7 @@ def _kill_group(proc: subprocess.Popen[bytes]) -> None:
         logger.debug("killpg(%d) refused: %s", proc.pid, err)
         proc.kill()
     proc.wait()
+    _wait_gone(inits)
 
 
 def _close_pipes(proc: subprocess.Popen[bytes]) -> None:

@@ -1,0 +1,271 @@
+"""Sandbox guarantees: attack programs are contained, and real benchmark solutions pass.
+
+Every attack must end within ``timeout + 1 s`` and leave no process behind. Escaping children
+carry a unique marker in their command line, and ``/proc`` is scanned for it afterwards.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from maskgrpo.rewards.code import CodeExecutionReward
+from maskgrpo.sandbox import Sandbox, SandboxUnavailableError, sandbox_available
+
+TIMEOUT = 1.0
+SHARED = Path(
+    os.environ.get("MASKGRPO_SHARED_DATA", Path(__file__).parents[1] / ".." / "shared" / "data")
+)
+
+needs_bwrap = pytest.mark.skipif(
+    not sandbox_available(), reason="bubblewrap sandbox not usable here"
+)
+
+
+def _marked(marker: str) -> list[int]:
+    """Pids whose command line contains ``marker``."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit() and int(entry) != os.getpid():
+            try:
+                cmdline = Path(f"/proc/{entry}/cmdline").read_bytes()
+            except OSError:
+                continue
+            if marker.encode() in cmdline:
+                found.append(int(entry))
+    return found
+
+
+def _spawner(body: str, marker: str) -> str:
+    """Program that re-executes itself as ``body`` with ``marker`` in its argv."""
+    return (
+        f"import os, sys\nos.execv(sys.executable, [sys.executable, '-c', {body!r}, {marker!r}])\n"
+    )
+
+
+def _contained(sandbox: Sandbox, code: str, marker: str | None = None, **kw: str):
+    start = time.monotonic()
+    result = sandbox.run(code, **kw)
+    while marker and _marked(marker) and time.monotonic() - start < sandbox.timeout_s + 1.0:
+        time.sleep(0.02)
+    elapsed = time.monotonic() - start
+    assert elapsed <= sandbox.timeout_s + 1.0, f"took {elapsed:.2f}s"
+    if marker:
+        assert _marked(marker) == [], "a sandboxed process survived"
+    return result
+
+
+@pytest.fixture(scope="module")
+def sandbox() -> Sandbox:
+    return Sandbox(timeout_s=TIMEOUT, memory_mb=512, max_procs=16, max_output_bytes=10_000)
+
+
+@needs_bwrap
+def test_runs_code_and_returns_output(sandbox: Sandbox) -> None:
+    result = sandbox.run("import sys\nprint(sys.stdin.read().upper())", stdin="hi")
+    assert result.ok and result.stdout == "HI\n"
+
+
+@needs_bwrap
+def test_infinite_loop_times_out(sandbox: Sandbox) -> None:
+    result = _contained(sandbox, "while True:\n    pass\n")
+    assert result.timed_out and result.killed_reason == "timeout"
+
+
+@needs_bwrap
+def test_sleep_times_out(sandbox: Sandbox) -> None:
+    marker = uuid.uuid4().hex
+    result = _contained(sandbox, _spawner("import time; time.sleep(100)", marker), marker)
+    assert result.timed_out
+
+
+@needs_bwrap
+def test_memory_blowup_is_refused(sandbox: Sandbox) -> None:
+    code = "chunks = []\nwhile True:\n    chunks.append(bytearray(50 * 1024 * 1024))\n"
+    result = _contained(sandbox, code)
+    assert result.returncode != 0 and "MemoryError" in result.stderr
+
+
+@needs_bwrap
+def test_fork_bomb_is_bounded(sandbox: Sandbox) -> None:
+    marker = uuid.uuid4().hex
+    bomb = (
+        "import os\nn = 0\nwhile True:\n    try:\n        os.fork()\n"
+        "    except OSError:\n        n += 1\n        if n > 1000: break\n"
+    )
+    _contained(sandbox, _spawner(bomb, marker), marker)
+
+
+@needs_bwrap
+def test_fork_cap_holds(sandbox: Sandbox) -> None:
+    code = (
+        "import os, time\nn = 0\nfor _ in range(100):\n    try:\n        pid = os.fork()\n"
+        "    except OSError:\n        break\n    if pid == 0:\n        time.sleep(5)\n"
+        "        os._exit(0)\n    n += 1\nprint(n, flush=True)\nos._exit(0)\n"
+    )
+    result = _contained(sandbox, code)
+    assert int(result.stdout) < sandbox.max_procs
+
+
+@needs_bwrap
+def test_orphaned_and_sigterm_ignoring_children_die(sandbox: Sandbox) -> None:
+    marker = uuid.uuid4().hex
+    child = "import signal, time\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\ntime.sleep(100)"
+    code = (
+        "import os, subprocess, sys\n"
+        f"subprocess.Popen([sys.executable, '-c', {child!r}, {marker!r}], start_new_session=True)\n"
+        "if os.fork() == 0:\n    os.setsid()\n"
+        f"    os.execv(sys.executable, [sys.executable, '-c', {child!r}, {marker!r}])\n"
+        "print('parent exits')\n"
+    )
+    result = _contained(sandbox, code, marker)
+    assert "parent exits" in result.stdout
+
+
+@needs_bwrap
+def test_writes_outside_tmp_fail(sandbox: Sandbox, tmp_path: Path) -> None:
+    target = tmp_path / "escaped.txt"
+    paths = ["/usr/escaped", "/etc/escaped", "/escaped", str(target), "/proc/sys/kernel/x"]
+    code = (
+        f"ok = []\nfor p in {paths!r}:\n    try:\n        open(p, 'w').write('x')\n"
+        "        ok.append(p)\n    except OSError:\n        pass\n"
+        "open('inside.txt', 'w').write('fine')\nprint(ok)\n"
+    )
+    result = _contained(sandbox, code)
+    assert result.stdout.strip() == "[]"
+    assert not target.exists()
+
+
+@needs_bwrap
+def test_secret_environment_is_invisible(sandbox: Sandbox, monkeypatch: pytest.MonkeyPatch) -> None:
+    secret = uuid.uuid4().hex
+    monkeypatch.setenv("MASKGRPO_TEST_SECRET", secret)
+    code = (
+        "import os\nprint(dict(os.environ))\n"
+        "for p in ('/proc/1/environ', '/proc/self/environ'):\n"
+        "    try:\n        print(open(p, 'rb').read())\n    except OSError:\n        pass\n"
+    )
+    result = _contained(sandbox, code)
+    assert secret not in result.stdout + result.stderr
+
+
+@needs_bwrap
+def test_host_files_are_invisible(sandbox: Sandbox) -> None:
+    secret = uuid.uuid4().hex
+    with tempfile.NamedTemporaryFile("w", suffix=".secret", delete=False) as f:
+        f.write(secret)
+    try:
+        paths = [f.name, "/root/.bash_history", "/etc/shadow", "/etc/passwd"]
+        code = (
+            f"for p in {paths!r}:\n    try:\n        print(open(p).read())\n"
+            "    except OSError as e:\n        print('denied', p)\n"
+        )
+        result = _contained(sandbox, code)
+        assert secret not in result.stdout and "denied" in result.stdout
+    finally:
+        os.unlink(f.name)
+
+
+@needs_bwrap
+def test_network_is_unreachable(sandbox: Sandbox) -> None:
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen(1)
+        server.settimeout(0.2)
+        port = server.getsockname()[1]
+        code = (
+            "import socket\ns = socket.socket()\ns.settimeout(0.5)\n"
+            f"try:\n    s.connect(('127.0.0.1', {port}))\n    print('connected')\n"
+            "except OSError as e:\n    print('refused', e)\n"
+        )
+        result = _contained(sandbox, code)
+        assert "refused" in result.stdout
+        with pytest.raises(TimeoutError):
+            server.accept()
+
+
+@needs_bwrap
+def test_cannot_kill_the_parent(sandbox: Sandbox) -> None:
+    code = (
+        "import os, signal\n"
+        f"for pid in (os.getppid(), 1, -1, {os.getpid()}, {os.getppid()}):\n"
+        "    try:\n        os.kill(pid, signal.SIGKILL)\n    except OSError:\n        pass\n"
+        "print('still here')\n"
+    )
+    _contained(sandbox, code)
+    os.kill(os.getpid(), 0)  # the test process is alive
+    assert sandbox.run("print(1)").stdout == "1\n"
+
+
+@needs_bwrap
+def test_output_flood_is_capped(sandbox: Sandbox) -> None:
+    result = _contained(sandbox, "while True:\n    print('x' * 10000)\n")
+    assert result.killed_reason == "output_limit"
+    assert len(result.stdout) <= sandbox.max_output_bytes
+
+
+@needs_bwrap
+def test_run_many_keeps_order(sandbox: Sandbox) -> None:
+    results = sandbox.run_many([f"print({i})" for i in range(12)], max_workers=4)
+    assert [r.stdout.strip() for r in results] == [str(i) for i in range(12)]
+
+
+def test_unavailable_isolation_refuses(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("maskgrpo.sandbox.shutil.which", lambda name: None)
+    with pytest.raises(SandboxUnavailableError, match="allow_unsafe"):
+        Sandbox()
+    monkeypatch.setattr("maskgrpo.rewards.code.sandbox_available", lambda: False)
+    with pytest.raises(SandboxUnavailableError, match="allow_unsafe=True"):
+        CodeExecutionReward()
+
+
+def _rows(name: str) -> list[dict]:
+    path = SHARED / name
+    if not path.exists():
+        pytest.skip(f"{path} not found; set MASKGRPO_SHARED_DATA to the shared data folder")
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+@needs_bwrap
+def test_humaneval_canonical_solutions_pass() -> None:
+    rows = _rows("humaneval/HumanEval.jsonl")
+    reward = CodeExecutionReward(Sandbox(timeout_s=10.0), max_workers=4)
+    fence = "```python\n{}```"
+    good = [fence.format(r["prompt"] + r["canonical_solution"]) for r in rows]
+    tests = [[f"{r['test']}\ncheck({r['entry_point']})\n"] for r in rows]
+    scores = reward([""] * len(rows), good, tests=tests)
+    assert scores == [2.0] * 164
+    wrong = fence.format(
+        rows[0]["prompt"] + "    return not " + rows[0]["canonical_solution"].strip()
+    )
+    assert reward([""], [wrong], tests=tests[:1]) == [0.0]
+
+
+@needs_bwrap
+def test_mbpp_reference_solutions_pass() -> None:
+    rows = _rows("mbpp/mbpp.jsonl")
+    reward = CodeExecutionReward(Sandbox(timeout_s=10.0), max_workers=4)
+    completions = [f"```python\n{r['code']}\n```" for r in rows]
+    scores = reward(
+        [""] * len(rows),
+        completions,
+        tests=[r["test_list"] for r in rows],
+        test_setup=[r["test_setup_code"] for r in rows],
+    )
+    passed = sum(s == 2.0 for s in scores)
+    print(f"MBPP reference solutions passing: {passed}/{len(rows)}")
+    assert passed >= 0.95 * len(rows)
+    partial = reward([""], [completions[0]], tests=[rows[0]["test_list"] + ["assert False"]])
+    assert partial == [2.0 * 3 / 4]
+
+
+def test_signal_module_untouched() -> None:
+    assert signal.getsignal(signal.SIGTERM) in (signal.SIG_DFL, signal.default_int_handler)
