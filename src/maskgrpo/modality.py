@@ -1,0 +1,101 @@
+"""The text modality: how prompts become ids, where the completion sits, how it is decoded.
+
+The trainer talks to a modality through this small protocol only (build the input sequence,
+locate the completion span, decode for the reward), so text and image are two implementations
+of one interface chosen at start-up, never ``if task == ...`` branches in the algorithm.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import torch
+from torch import Tensor, nn
+
+from .sampling.llada import generate
+from .tokens import TokenSpec
+
+__all__ = ["Modality", "SamplerSettings", "TextModality"]
+
+
+@dataclass(frozen=True)
+class SamplerSettings:
+    gen_length: int
+    steps: int
+    block_length: int
+    temperature: float
+    remasking: str
+
+
+class Modality(Protocol):
+    spec: TokenSpec
+
+    def encode_prompts(self, prompts: list[str], device: torch.device) -> Tensor: ...
+
+    def rollout(
+        self,
+        model: nn.Module,
+        prompt_ids: Tensor,
+        settings: SamplerSettings,
+        generator: torch.Generator,
+    ) -> Tensor: ...
+
+    def decode(self, completions: Tensor) -> list[Any]: ...
+
+
+class TextModality:
+    """Left-padded prompts of a fixed width, completions of ``gen_length`` tokens after them."""
+
+    def __init__(self, tokenizer: Any, spec: TokenSpec, prompt_width: int) -> None:
+        self.tokenizer = tokenizer
+        self.spec = spec
+        self.prompt_width = prompt_width
+
+    def encode_prompts(self, prompts: list[str], device: torch.device) -> Tensor:
+        """``(B, prompt_width)`` ids, left-padded with the pad id."""
+        rows = [self.tokenizer.encode(p) for p in prompts]
+        longest = max(len(r) for r in rows)
+        if longest > self.prompt_width:
+            raise ValueError(
+                f"a prompt of {longest} tokens exceeds prompt_width={self.prompt_width}; "
+                "raise the width or shorten the prompt"
+            )
+        ids = [[self.spec.pad_id] * (self.prompt_width - len(r)) + r for r in rows]
+        return torch.tensor(ids, dtype=torch.long, device=device)
+
+    def encode_completions(
+        self, answers: list[str], gen_length: int, device: torch.device
+    ) -> Tensor:
+        """``(B, gen_length)`` ids: the answer, then EOS to the end (LLaDA pads with EOS)."""
+        rows = [self.tokenizer.encode(a) for a in answers]
+        if max(len(r) for r in rows) >= gen_length:
+            raise ValueError(
+                f"an answer of {max(len(r) for r in rows)} tokens leaves no room for EOS in "
+                f"gen_length={gen_length}; raise gen_length"
+            )
+        ids = [r + [self.spec.eos_id] * (gen_length - len(r)) for r in rows]
+        return torch.tensor(ids, dtype=torch.long, device=device)
+
+    def rollout(
+        self,
+        model: nn.Module,
+        prompt_ids: Tensor,
+        settings: SamplerSettings,
+        generator: torch.Generator,
+    ) -> Tensor:
+        """Full sequences ``(B, prompt_width + gen_length)``."""
+        return generate(
+            model,
+            prompt_ids,
+            mask_id=self.spec.mask_id,
+            gen_length=settings.gen_length,
+            steps=settings.steps,
+            block_length=settings.block_length,
+            temperature=settings.temperature,
+            remasking=settings.remasking,
+            generator=generator,
+        ).sequences
+
+    def decode(self, completions: Tensor) -> list[str]:
+        return [self.tokenizer.decode(row) for row in completions.tolist()]

@@ -1,0 +1,1 @@
+"""Training loops: masked-diffusion SFT and MaskGRPO, plus evaluation and run outputs."""

@@ -1,0 +1,276 @@
+"""The MaskGRPO training loop, written out once (MaskGRPO, arXiv 2510.02880, Alg. 1).
+
+Per step:
+1. take ``prompts_per_step`` prompts, roll out ``group_size`` completions each (no grad, eval mode);
+2. score them with the reward functions; group advantages;
+3. draw ``mu`` masked views, view ``j`` at ratio ``r_j`` from a generator seeded by
+   ``(seed, step, j)``, and compute old-policy and reference log-probs on every view once;
+4. ``mu`` inner updates, update ``j`` scoring only the positions masked in view ``j`` (the
+   iteration index comes from the loop, never from a micro-batch counter), with gradient
+   accumulation over micro-batches and the loss normalised over the whole batch.
+
+The policy stays in eval mode throughout (dropout off), so the ratio is exactly 1 at the first
+inner update. An update whose view scores no token is skipped (no optimizer step).
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from ..config import TrainConfig
+from ..grpo import group_advantages, grpo_loss
+from ..logprobs import view_logprobs
+from ..masking import MaskedView, completion_span, mask_ratios, remask, upto_first_eos
+from ..modality import SamplerSettings, TextModality
+from ..rewards.combine import RewardResult, RewardSet
+from ..rng import derive_generator
+from .sft import lr_lambda
+
+__all__ = ["Rollout", "StepStats", "make_rollout", "train_grpo"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Rollout:
+    """One rollout batch and everything the inner updates need, computed once."""
+
+    prompts: list[str]
+    completions: list[str]
+    sequences: Tensor  # (N, W + L)
+    rewards: RewardResult
+    advantages: Tensor  # (N,)
+    base_mask: Tensor  # (N, W + L) completion positions eligible for the loss
+    views: list[MaskedView]  # mu views
+    old_logp: list[Tensor]  # mu x (N, W + L)
+    ref_logp: list[Tensor | None]
+
+
+@dataclass
+class StepStats:
+    loss: float
+    kl: float
+    clip_fraction: float
+    tokens: int
+    grad_norm: float
+    skipped_updates: int
+
+
+def sampler_settings(
+    cfg: TrainConfig, answer_tokens: int, *, greedy: bool = False
+) -> SamplerSettings:
+    gen_length = cfg.gen_length or answer_tokens + 1
+    return SamplerSettings(
+        gen_length=gen_length,
+        steps=cfg.diffusion_steps or gen_length,
+        block_length=cfg.block_length or gen_length,
+        temperature=0.0 if greedy else cfg.temperature,
+        remasking=cfg.remasking,
+    )
+
+
+def prompt_batch(
+    rows: list[dict[str, Any]], step: int, count: int, seed: int
+) -> list[dict[str, Any]]:
+    """Rows of ``step``: consecutive slices of per-epoch permutations (a function of the step)."""
+    out: list[dict[str, Any]] = []
+    start = step * count
+    while len(out) < count:
+        epoch, offset = divmod(start + len(out), len(rows))
+        order = torch.randperm(len(rows), generator=derive_generator(seed, "data", epoch)).tolist()
+        out.extend(rows[i] for i in order[offset : offset + count - len(out)])
+    return out
+
+
+@torch.no_grad()
+def make_rollout(
+    cfg: TrainConfig,
+    step: int,
+    model: nn.Module,
+    ref_model: nn.Module | None,
+    modality: TextModality,
+    rows: list[dict[str, Any]],
+    rewards: RewardSet,
+    settings: SamplerSettings,
+) -> Rollout:
+    """Steps 1-3 of the loop: rollouts, rewards, advantages, views, old and reference log-probs."""
+    device = next(model.parameters()).device
+    group = [r for r in rows for _ in range(cfg.group_size)]  # prompt-major: groups are contiguous
+    prompts = [r["prompt"] for r in group]
+    prompt_ids = modality.encode_prompts(prompts, device)
+    seqs = modality.rollout(
+        model, prompt_ids, settings, derive_generator(cfg.seed, step, "rollout", device=device)
+    )
+    width = modality.prompt_width
+    completions = modality.decode(seqs[:, width:])
+    columns = {k: [r[k] for r in group] for k in group[0] if k != "prompt"}
+    result = rewards(prompts, completions, **columns)
+    advantages = group_advantages(result.total, cfg.group_size, cfg.advantage).to(device)
+    if cfg.score_after_eos:
+        base_mask, _ = completion_span(seqs, width)
+    else:
+        base_mask = upto_first_eos(seqs, width, modality.spec.eos_id)
+    views, old, ref = [], [], []
+    micro = cfg.micro_batch_size or None
+    for j, ratio in enumerate(mask_ratios(cfg.gamma, cfg.mu)):
+        view = remask(
+            seqs,
+            width,
+            ratio,
+            cfg.strategy,
+            mask_id=modality.spec.mask_id,
+            generator=derive_generator(cfg.seed, step, "mask", j, device=device),
+            d1_prompt_prob=cfg.d1_prompt_prob,
+        )
+        views.append(view)
+        old.append(view_logprobs(model, view, seqs, micro_batch_size=micro)[0])
+        ref.append(
+            view_logprobs(ref_model, view, seqs, micro_batch_size=micro)[0] if ref_model else None
+        )
+    return Rollout(prompts, completions, seqs, result, advantages, base_mask, views, old, ref)
+
+
+def inner_update(
+    cfg: TrainConfig,
+    j: int,
+    model: nn.Module,
+    rollout: Rollout,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+) -> StepStats:
+    """Step 4 for iteration ``j``: loss on view ``j`` only, accumulated over micro-batches."""
+    view = rollout.views[j]
+    loss_mask = view.scored.any(dim=0) & rollout.base_mask  # (N, W + L), this view's positions only
+    tokens = int(loss_mask.sum())
+    n = rollout.sequences.shape[0]
+    if tokens == 0:
+        return StepStats(0.0, 0.0, 0.0, 0, 0.0, skipped_updates=1)
+    micro = cfg.micro_batch_size or n
+    normalizer = (
+        float(n * view.scored.shape[-1]) if cfg.normalization == "constant" else float(tokens)
+    )
+    optimizer.zero_grad(set_to_none=True)
+    total_loss, kl, clip = 0.0, 0.0, 0.0
+    for s in range(0, n, micro):
+        rows = slice(s, s + micro)
+        part = MaskedView(view.noisy_ids[:, rows], view.scored[:, rows])
+        logp, _ = view_logprobs(model, part, rollout.sequences[rows])
+        ref = rollout.ref_logp[j]
+        loss, st = grpo_loss(
+            logp,
+            rollout.old_logp[j][rows],
+            rollout.advantages[rows],
+            loss_mask[rows],
+            ref_logp=None if ref is None else ref[rows],
+            beta=cfg.beta,
+            eps=cfg.eps,
+            eps_high=cfg.eps_high if cfg.eps_high >= 0 else None,
+            normalization=cfg.normalization,
+            normalizer=None if cfg.normalization == "sequence" else normalizer,
+        )
+        if cfg.normalization == "sequence":
+            loss = loss * (logp.shape[0] / n)  # mean of per-sequence means over the whole batch
+        loss.backward()
+        total_loss += float(loss.detach())
+        kl += st.kl * st.tokens / tokens
+        clip += st.clip_fraction * st.tokens / tokens
+    clip_norm = cfg.max_grad_norm if cfg.max_grad_norm > 0 else float("inf")
+    grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), clip_norm))
+    optimizer.step()
+    scheduler.step()
+    return StepStats(total_loss, kl, clip, tokens, grad_norm, skipped_updates=0)
+
+
+def reference_model(cfg: TrainConfig, model: nn.Module) -> nn.Module | None:
+    """A frozen copy of the initial policy, kept only when the KL term is on (``beta > 0``)."""
+    if cfg.beta <= 0:
+        return None
+    ref = copy.deepcopy(model).eval()
+    for p in ref.parameters():
+        p.requires_grad_(False)
+    return ref
+
+
+def _step_metrics(
+    step: int, rollout: Rollout, stats: list[StepStats], group_size: int, lr: float
+) -> dict[str, Any]:
+    total = [r for r in rollout.rewards.total if r is not None]
+    rewards = torch.tensor([float("nan") if r is None else r for r in rollout.rewards.total])
+    grouped = rewards.view(-1, group_size)
+    zero_std = [float(torch.nan_to_num(g[~g.isnan()].std(), nan=0.0)) < 1e-8 for g in grouped]
+    done = [s for s in stats if not s.skipped_updates] or [StepStats(0.0, 0.0, 0.0, 0, 0.0, 0)]
+    metrics: dict[str, Any] = {
+        "step": step,
+        "reward_mean": sum(total) / max(1, len(total)),
+        "reward_std": float(torch.tensor(total).std()) if len(total) > 1 else 0.0,
+        "unscorable": len(rollout.rewards.total) - len(total),
+        "loss": sum(s.loss for s in done) / len(done),
+        "kl": sum(s.kl for s in done) / len(done),
+        "clip_fraction": sum(s.clip_fraction for s in done) / len(done),
+        "grad_norm": sum(s.grad_norm for s in done) / len(done),
+        "zero_std_frac": sum(zero_std) / len(zero_std),
+        "tokens_scored": sum(s.tokens for s in stats),
+        "skipped_updates": sum(s.skipped_updates for s in stats),
+        "lr": lr,
+    }
+    for name, values in rollout.rewards.per_function.items():
+        vals = [v for v in values if v is not None]
+        metrics[f"rewards/{name}"] = sum(vals) / max(1, len(vals))
+    return metrics
+
+
+def train_grpo(
+    cfg: TrainConfig,
+    model: nn.Module,
+    modality: TextModality,
+    rows: list[dict[str, Any]],
+    rewards: RewardSet,
+    settings: SamplerSettings,
+    *,
+    on_step: Callable[[dict[str, Any], Rollout], None] | None = None,
+    start_step: int = 0,
+) -> list[dict[str, Any]]:
+    """Run MaskGRPO on ``model`` in place; returns the per-step metrics."""
+    model.eval()  # dropout off for rollouts, old/ref and current passes alike
+    ref_model = reference_model(cfg, model)
+    optimizer = torch.optim.AdamW(
+        model.parameters(),
+        lr=cfg.lr,
+        betas=(cfg.adam_beta1, cfg.adam_beta2),
+        weight_decay=cfg.weight_decay,
+    )
+    total_updates = cfg.steps * cfg.mu
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lr_lambda(cfg.warmup_steps, total_updates, cfg.lr_schedule)
+    )
+    history: list[dict[str, Any]] = []
+    started = time.time()
+    for step in range(start_step, cfg.steps):
+        t0 = time.time()
+        batch = prompt_batch(rows, step, cfg.rollouts // cfg.group_size, cfg.seed)
+        rollout = make_rollout(cfg, step, model, ref_model, modality, batch, rewards, settings)
+        stats = [inner_update(cfg, j, model, rollout, optimizer, scheduler) for j in range(cfg.mu)]
+        metrics = _step_metrics(
+            step + 1, rollout, stats, cfg.group_size, scheduler.get_last_lr()[0]
+        )
+        metrics["seconds"] = time.time() - t0
+        history.append(metrics)
+        if on_step is not None:
+            on_step(metrics, rollout)
+        if cfg.max_seconds and time.time() - started > cfg.max_seconds:
+            log.info(
+                "stopping after %.0f s (max_seconds=%s) at step %d",
+                time.time() - started,
+                cfg.max_seconds,
+                step + 1,
+            )
+            break
+    return history

@@ -1,0 +1,92 @@
+"""Run outputs: metrics.jsonl, TensorBoard (when installed), samples, reward-curve PNG."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+__all__ = ["RunLogger", "plot_curves"]
+
+log = logging.getLogger(__name__)
+
+
+class RunLogger:
+    """Appends one JSON line per step to ``metrics.jsonl`` and mirrors scalars to TensorBoard."""
+
+    def __init__(self, out_dir: str | Path, *, tensorboard: bool = True) -> None:
+        self.out_dir = Path(out_dir)
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        self.metrics_path = self.out_dir / "metrics.jsonl"
+        self.samples_path = self.out_dir / "samples.jsonl"
+        self._tb: Any = None
+        if tensorboard:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+            except ImportError:
+                log.info("tensorboard is not installed; logging to metrics.jsonl only")
+            else:
+                self._tb = SummaryWriter(str(self.out_dir / "tensorboard"))
+
+    def log(self, metrics: dict[str, Any]) -> None:
+        with self.metrics_path.open("a") as fh:
+            fh.write(json.dumps(metrics) + "\n")
+        if self._tb is not None:
+            step = int(metrics["step"])
+            for key, value in metrics.items():
+                if key != "step" and isinstance(value, int | float):
+                    self._tb.add_scalar(key, value, step)
+
+    def samples(
+        self, step: int, prompts: list[str], completions: list[str], rewards: list[Any]
+    ) -> None:
+        with self.samples_path.open("a") as fh:
+            for p, c, r in zip(prompts, completions, rewards, strict=True):
+                fh.write(
+                    json.dumps({"step": step, "prompt": p, "completion": c, "reward": r}) + "\n"
+                )
+
+    def close(self) -> None:
+        if self._tb is not None:
+            self._tb.close()
+
+
+def read_metrics(path: str | Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+
+
+def plot_curves(
+    metrics: list[dict[str, Any]],
+    path: str | Path,
+    *,
+    keys: tuple[str, ...] = ("reward_mean",),
+    title: str = "",
+    smooth: int = 10,
+) -> Path:
+    """Plot ``keys`` against step (raw and a moving average) to a PNG; returns its path."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(keys), figsize=(4.5 * len(keys), 3.4), squeeze=False)
+    steps = [m["step"] for m in metrics]
+    for ax, key in zip(axes[0], keys, strict=True):
+        values = [m.get(key, float("nan")) for m in metrics]
+        ax.plot(steps, values, alpha=0.35, label=key)
+        if len(values) >= smooth > 1:
+            avg = [
+                sum(values[i - smooth + 1 : i + 1]) / smooth for i in range(smooth - 1, len(values))
+            ]
+            ax.plot(steps[smooth - 1 :], avg, label=f"{key} ({smooth}-step mean)")
+        ax.set_xlabel("step")
+        ax.set_title(key)
+        ax.legend(fontsize=7)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    out = Path(path)
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out
