@@ -29,7 +29,11 @@ class SamplerSettings:
 
 
 class Modality(Protocol):
+    """What the trainer needs of a modality. ``vocab_range`` restricts the softmax (image codes)."""
+
     spec: TokenSpec
+    prompt_width: int
+    vocab_range: tuple[int, int] | None
 
     def encode_prompts(self, prompts: list[str], device: torch.device) -> Tensor: ...
 
@@ -51,6 +55,7 @@ class TextModality:
         self.tokenizer = tokenizer
         self.spec = spec
         self.prompt_width = prompt_width
+        self.vocab_range: tuple[int, int] | None = None
 
     def encode_prompts(self, prompts: list[str], device: torch.device) -> Tensor:
         """``(B, prompt_width)`` ids, left-padded with the pad id."""

@@ -29,7 +29,7 @@ from ..config import TrainConfig
 from ..grpo import group_advantages, grpo_loss
 from ..logprobs import view_logprobs
 from ..masking import MaskedView, completion_span, mask_ratios, remask, upto_first_eos
-from ..modality import SamplerSettings, TextModality
+from ..modality import Modality, SamplerSettings
 from ..rewards.combine import RewardResult, RewardSet
 from ..rng import derive_generator
 from .sft import lr_lambda
@@ -44,7 +44,7 @@ class Rollout:
     """One rollout batch and everything the inner updates need, computed once."""
 
     prompts: list[str]
-    completions: list[str]
+    completions: list[Any]  # decoded: text, or images for the image modality
     sequences: Tensor  # (N, W + L)
     rewards: RewardResult
     advantages: Tensor  # (N,)
@@ -52,6 +52,7 @@ class Rollout:
     views: list[MaskedView]  # mu views
     old_logp: list[Tensor]  # mu x (N, W + L)
     ref_logp: list[Tensor | None]
+    vocab_range: tuple[int, int] | None = None  # softmax restricted to these ids (image codes)
 
 
 @dataclass
@@ -96,7 +97,7 @@ def make_rollout(
     step: int,
     model: nn.Module,
     ref_model: nn.Module | None,
-    modality: TextModality,
+    modality: Modality,
     rows: list[dict[str, Any]],
     rewards: RewardSet,
     settings: SamplerSettings,
@@ -120,6 +121,7 @@ def make_rollout(
         base_mask = upto_first_eos(seqs, width, modality.spec.eos_id)
     views, old, ref = [], [], []
     micro = cfg.micro_batch_size or None
+    vocab = modality.vocab_range
     for j, ratio in enumerate(mask_ratios(cfg.gamma, cfg.mu)):
         view = remask(
             seqs,
@@ -135,7 +137,9 @@ def make_rollout(
         ref.append(
             view_logprobs(ref_model, view, seqs, micro_batch_size=micro)[0] if ref_model else None
         )
-    return Rollout(prompts, completions, seqs, result, advantages, base_mask, views, old, ref)
+    return Rollout(
+        prompts, completions, seqs, result, advantages, base_mask, views, old, ref, vocab
+    )
 
 
 def inner_update(
@@ -154,6 +158,7 @@ def inner_update(
     if tokens == 0:
         return StepStats(0.0, 0.0, 0.0, 0, 0.0, skipped_updates=1)
     micro = cfg.micro_batch_size or n
+    vocab = rollout.vocab_range
     normalizer = (
         float(n * view.scored.shape[-1]) if cfg.normalization == "constant" else float(tokens)
     )
@@ -162,7 +167,7 @@ def inner_update(
     for s in range(0, n, micro):
         rows = slice(s, s + micro)
         part = MaskedView(view.noisy_ids[:, rows], view.scored[:, rows])
-        logp, _ = view_logprobs(model, part, rollout.sequences[rows])
+        logp, _ = view_logprobs(model, part, rollout.sequences[rows], vocab_range=vocab)
         ref = rollout.ref_logp[j]
         loss, st = grpo_loss(
             logp,
@@ -230,7 +235,7 @@ def _step_metrics(
 def train_grpo(
     cfg: TrainConfig,
     model: nn.Module,
-    modality: TextModality,
+    modality: Modality,
     rows: list[dict[str, Any]],
     rewards: RewardSet,
     settings: SamplerSettings,
@@ -259,7 +264,7 @@ def train_grpo(
         rollout = make_rollout(cfg, step, model, ref_model, modality, batch, rewards, settings)
         stats = [inner_update(cfg, j, model, rollout, optimizer, scheduler) for j in range(cfg.mu)]
         metrics = _step_metrics(
-            step + 1, rollout, stats, cfg.group_size, scheduler.get_last_lr()[0]
+            step + 1, rollout, stats, cfg.group_size, float(scheduler.get_last_lr()[0])
         )
         metrics["seconds"] = time.time() - t0
         history.append(metrics)
