@@ -1,20 +1,45 @@
 """Primitives shared by the samplers: Gumbel-max draws, the cosine schedule, the emerge rule.
 
 Every random draw takes an explicit ``torch.Generator``; nothing here touches the global RNG.
+A draw may instead take one generator per row (:data:`Generators`): row ``b`` then draws its
+noise from ``generators[b]`` alone, so a row's tokens do not depend on which other rows share
+its batch (the same rollouts on one process or on many).
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor
 
-__all__ = ["cosine_schedule", "emerge_reveal", "gumbel_sample"]
+__all__ = ["Generators", "cosine_schedule", "emerge_reveal", "gumbel_sample", "uniform"]
+
+Generators = torch.Generator | Sequence[torch.Generator] | None
+
+
+def uniform(
+    shape: tuple[int, ...] | torch.Size,
+    generator: Generators,
+    *,
+    device: torch.device,
+    dtype: torch.dtype = torch.float32,
+) -> Tensor:
+    """``U[0, 1)`` draws of ``shape``; with a generator per row, row ``b`` comes from ``generator[b]``."""
+    if generator is None or isinstance(generator, torch.Generator):
+        return torch.rand(shape, dtype=dtype, device=device, generator=generator)
+    if len(generator) != shape[0]:
+        raise ValueError(
+            f"got {len(generator)} per-row generators for a batch of {shape[0]} rows; "
+            "pass one generator per row (or a single generator)"
+        )
+    rows = [torch.rand(shape[1:], dtype=dtype, device=device, generator=g) for g in generator]
+    return torch.stack(rows) if rows else torch.empty(shape, dtype=dtype, device=device)
 
 
 def gumbel_sample(
-    logits: Tensor, temperature: float, generator: torch.Generator | None
+    logits: Tensor, temperature: float, generator: Generators
 ) -> tuple[Tensor, Tensor]:
     """Draw one token per position by Gumbel-max and return ``(tokens, probs)``.
 
@@ -29,9 +54,7 @@ def gumbel_sample(
     if temperature == 0:
         tokens = logits64.argmax(dim=-1)
     else:
-        u = torch.rand(
-            logits64.shape, dtype=torch.float64, device=logits.device, generator=generator
-        )
+        u = uniform(logits64.shape, generator, dtype=torch.float64, device=logits.device)
         neg_log_u = (-torch.log(u.clamp_min(1e-300))).clamp_min(1e-300)  # Exp(1), > 0
         gumbel = -torch.log(neg_log_u)
         tokens = (logits64 / temperature + gumbel).argmax(dim=-1)
@@ -50,7 +73,7 @@ def emerge_reveal(
     k_s: float,
     *,
     last: bool,
-    generator: torch.Generator | None,
+    generator: Generators,
 ) -> Tensor:
     """The emerge rule (MaskGRPO, arXiv 2510.02880, Sec. 4): which masked positions unmask now.
 
@@ -61,5 +84,5 @@ def emerge_reveal(
     if last or k_t <= 0:
         return still_masked.clone()
     p = min(max((k_t - k_s) / k_t, 0.0), 1.0)
-    u = torch.rand(still_masked.shape, device=still_masked.device, generator=generator)
+    u = uniform(still_masked.shape, generator, device=still_masked.device)
     return still_masked & (u < p)

@@ -13,7 +13,9 @@ is greedy). Which drawn tokens are committed depends on ``remasking``:
   steps, all remaining masks drawn at its last step. No fixed count: more diverse rollouts.
 
 Batched over rows (no per-row Python loop), under ``torch.inference_mode()``, and all randomness
-from the ``generator`` argument: same seed, same tokens. The mask token can never be emitted.
+from the ``generator`` argument: same seed, same tokens. ``generator`` may be a list with one
+generator per row, so a row's tokens do not depend on the batch it was sampled in (the same
+rollouts on any number of processes). The mask token can never be emitted.
 Prompts must be left-padded to a common width.
 """
 
@@ -24,7 +26,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from .common import cosine_schedule, emerge_reveal, gumbel_sample
+from .common import Generators, cosine_schedule, emerge_reveal, gumbel_sample, uniform
 
 __all__ = ["REMASKING", "TextSample", "generate", "transfer_schedule"]
 
@@ -91,7 +93,7 @@ def generate(
     block_length: int,
     temperature: float = 0.0,
     remasking: str = "low_confidence",
-    generator: torch.Generator | None = None,
+    generator: Generators = None,
     attention_mask: Tensor | None = None,
 ) -> TextSample:
     """Sample completions for left-padded ``prompt_ids`` ``(B, P)``.
@@ -127,7 +129,7 @@ def generate(
                 )
             else:
                 if remasking == "random":
-                    conf = torch.rand(conf.shape, device=device, generator=generator)
+                    conf = uniform(conf.shape, generator, device=device)
                 score = torch.where(masked, conf, torch.full_like(conf, float("-inf")))
                 k = torch.full((batch,), counts[s], device=device)
                 commit = _topk_by_row(score, k) & masked
