@@ -210,10 +210,12 @@ class DemoConfig(CommonConfig):
     out_dir: str = _f("runs/demo", "Output directory.")
     estimator: str = _f("fading", f"Re-masking estimator for GRPO: {', '.join(STRATEGIES)}.")
     modality: str = _f("text", "text (the running-sums task).")
-    sft_steps: int = _f(0, "SFT steps; 0 = the demo recipe's.")
-    grpo_steps: int = _f(0, "GRPO steps; 0 = the demo recipe's.")
+    sft_target: float = _f(0.2, "SFT stops once greedy accuracy on 500 train prompts reaches this.")
+    sft_max_steps: int = _f(4000, "Upper bound on SFT steps (checked every 50 steps).")
+    grpo_steps: int = _f(600, "Upper bound on MaskGRPO steps.")
+    gamma: float = _f(0.6, "Truncation of the mask ratios (MaskGRPO: 0.6 for text).")
     eval_prompts: int = _f(1000, "Held-out prompts evaluated before and after (greedy).")
-    max_seconds: float = _f(420.0, "Wall-time budget of the GRPO phase (seconds).")
+    max_seconds: float = _f(300.0, "Wall-time budget of the MaskGRPO phase (seconds); 0 = none.")
 
     def validate(self) -> None:
         super().validate()
@@ -221,8 +223,9 @@ class DemoConfig(CommonConfig):
             raise ValueError(f"estimator={self.estimator!r}; choose one of {STRATEGIES}")
         if self.modality != "text":
             raise ValueError(f"modality={self.modality!r} is not available; use 'text'")
-        if self.eval_prompts < 1:
-            raise ValueError(f"eval_prompts={self.eval_prompts} must be >= 1")
+        if not 0 < self.sft_target <= 1:
+            raise ValueError(f"sft_target={self.sft_target} must be in (0, 1]")
+        _positive(self, "sft_max_steps", "grpo_steps", "eval_prompts")
 
 
 def _positive(cfg: Any, *names: str) -> None:

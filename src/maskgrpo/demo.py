@@ -1,0 +1,163 @@
+"""``maskgrpo demo``: watch MaskGRPO improve a masked diffusion model on a CPU in minutes.
+
+1. Build the tiny bidirectional transformer (0.34M parameters) for the running-sums task, whose
+   answer is built left to right.
+2. SFT it (masked-diffusion objective) in chunks of 50 steps until greedy accuracy on 500
+   *training* prompts reaches ``sft_target``: a partly-correct base. The stopping rule never
+   looks at the held-out prompts.
+3. Evaluate the base on ``eval_prompts`` held-out prompts (greedy), with a 95% Wilson interval.
+4. MaskGRPO with the chosen estimator (default fading-out masking, truncation 0.6), then
+   evaluate again by the same protocol; write ``summary.json`` and plots.
+
+The recipe (learning rate 3e-4 with a KL term, 32 prompts x 8 rollouts per step) is what stayed
+stable to the end of the run on this model; the paper's 3e-6 is for 8B models with LoRA.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from .config import DemoConfig, TrainConfig
+from .modality import TextModality
+from .policy import load_policy, resolve_device, save_policy
+from .rng import derive_generator
+from .tasks import make_task
+from .trainer.evaluate import TaskEval, evaluate_task
+from .trainer.grpo import sampler_settings
+from .trainer.outputs import plot_curves, read_metrics
+from .trainer.run import run_train
+from .trainer.sft import train_sft
+
+__all__ = ["demo_train_config", "run_demo"]
+
+TINY_DIM, TINY_LAYERS, TINY_HEADS = 96, 3, 4
+SFT_CHUNK = 50
+
+
+def demo_train_config(cfg: DemoConfig) -> TrainConfig:
+    """The MaskGRPO settings of the demo (see the module docstring)."""
+    return TrainConfig(
+        out_dir=str(Path(cfg.out_dir) / "grpo"),
+        seed=cfg.seed,
+        device=cfg.device,
+        task=cfg.task,
+        task_seed=cfg.task_seed,
+        steps=cfg.grpo_steps,
+        prompts_per_step=32,
+        group_size=8,
+        mu=4,
+        gamma=cfg.gamma,
+        strategy=cfg.estimator,
+        beta=0.02,
+        eps=0.2,
+        lr=3e-4,
+        temperature=1.0,
+        max_grad_norm=1.0,
+        eval_every=50,
+        eval_prompts=200,
+        sample_every=50,
+        max_seconds=cfg.max_seconds,
+        dim=TINY_DIM,
+        n_layers=TINY_LAYERS,
+        n_heads=TINY_HEADS,
+    )
+
+
+def _sft_to_target(cfg: DemoConfig, say: Callable[[str], None]) -> tuple[Any, TextModality, int]:
+    task = make_task(cfg.task, seed=cfg.task_seed)
+    gen_length = task.answer_chars + 1
+    policy = load_policy(
+        "tiny",
+        alphabet=task.alphabet,
+        max_length=task.max_prompt_chars + gen_length,
+        device=resolve_device(cfg.device),
+        init_generator=derive_generator(cfg.seed, "init"),
+        dim=TINY_DIM,
+        n_layers=TINY_LAYERS,
+        n_heads=TINY_HEADS,
+    )
+    modality = TextModality(policy.tokenizer, policy.spec, prompt_width=task.max_prompt_chars)
+    settings = dataclasses.replace(
+        sampler_settings(TrainConfig(), task.answer_chars), temperature=0.0
+    )
+    probe = copy.copy(task)
+    probe.heldout = task.train[-500:]  # stopping rule on training prompts only
+    steps = 0
+    while steps < cfg.sft_max_steps:
+        train_sft(
+            policy.model,
+            modality,
+            task.train,
+            gen_length=gen_length,
+            steps=SFT_CHUNK,
+            batch_size=64,
+            lr=1e-3,
+            seed=derive_generator(cfg.seed, "sft", steps).initial_seed(),
+            warmup_steps=10,
+        )
+        steps += SFT_CHUNK
+        acc = evaluate_task(policy.model, modality, probe, settings, num_prompts=500).accuracy
+        if acc >= cfg.sft_target:
+            break
+    say(f"SFT: {steps} steps, greedy accuracy on 500 training prompts {acc:.3f}")
+    return policy, modality, steps
+
+
+def _report(name: str, ev: TaskEval) -> str:
+    lo, hi = ev.ci95
+    return f"{name}: held-out accuracy {ev.accuracy:.3f} (95% CI {lo:.3f}-{hi:.3f}, n={ev.n}), mean reward {ev.reward:.3f}"
+
+
+def run_demo(cfg: DemoConfig, say: Callable[[str], None]) -> dict[str, Any]:
+    """Run the whole demo; returns (and writes) the summary."""
+    started = time.time()
+    out = Path(cfg.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    policy, modality, sft_steps = _sft_to_target(cfg, say)
+    task = make_task(cfg.task, seed=cfg.task_seed)
+    train_cfg = demo_train_config(cfg)
+    train_cfg.validate()
+    greedy = dataclasses.replace(sampler_settings(train_cfg, task.answer_chars), temperature=0.0)
+    base = evaluate_task(
+        policy.model, modality, task, greedy, num_prompts=cfg.eval_prompts, seed=cfg.seed
+    )
+    say(_report("base ", base))
+    save_policy(policy, out / "base_model")
+    result = run_train(train_cfg, policy=policy)
+    final = evaluate_task(
+        policy.model, modality, task, greedy, num_prompts=cfg.eval_prompts, seed=cfg.seed
+    )
+    say(_report("final", final))
+    accuracy_plot = plot_curves(
+        [m for m in read_metrics(result["metrics"]) if "heldout_accuracy" in m],
+        out / "heldout_accuracy.png",
+        keys=("heldout_accuracy",),
+        smooth=1,
+        title="held-out accuracy (200 prompts, greedy) during MaskGRPO",
+    )
+    summary = {
+        "task": task.name,
+        "estimator": cfg.estimator,
+        "base": base.as_dict(),
+        "final": final.as_dict(),
+        "steps": result["steps"],
+        "sft_steps": sft_steps,
+        "seconds": time.time() - started,
+        "grpo_seconds": result["seconds"],
+        "eval_protocol": {"prompts": base.n, **dataclasses.asdict(greedy)},
+        "plots": [result["plot"], str(accuracy_plot)],
+        "checkpoint": result["checkpoint"],
+    }
+    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    say(
+        f"MaskGRPO: {result['steps']} steps in {result['seconds']:.0f} s; total {summary['seconds']:.0f} s"
+    )
+    say(f"plots: {result['plot']}, {accuracy_plot}")
+    say(f"summary: {out / 'summary.json'}")
+    return summary
