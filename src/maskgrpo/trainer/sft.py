@@ -33,8 +33,13 @@ def sft_loss(
     mask_id: int,
     generator: torch.Generator,
     min_mask_ratio: float = 0.0,
+    vocab_range: tuple[int, int] | None = None,
 ) -> Tensor:
-    """The MDLM/LLaDA loss of one batch. ``prompt_ids`` ``(B, P)``, ``completion_ids`` ``(B, L)``."""
+    """The MDLM/LLaDA loss of one batch. ``prompt_ids`` ``(B, P)``, ``completion_ids`` ``(B, L)``.
+
+    ``vocab_range=(lo, hi)`` restricts the softmax to ids ``lo <= id < hi`` (image codes), as
+    in sampling and in the GRPO log-probs.
+    """
     batch, length = completion_ids.shape
     device = completion_ids.device
     t = min_mask_ratio + (1 - min_mask_ratio) * torch.rand(
@@ -45,7 +50,7 @@ def sft_loss(
     targets = torch.cat([prompt_ids, completion_ids], dim=1)
     scored = torch.cat([torch.zeros_like(prompt_ids, dtype=torch.bool), masked], dim=1)
     noisy = targets.masked_fill(scored, mask_id)
-    logp = token_logprobs(model, noisy, targets, scored)  # (B, P + L)
+    logp = token_logprobs(model, noisy, targets, scored, vocab_range=vocab_range)  # (B, P + L)
     return -(logp / t).sum() / (batch * length)
 
 
