@@ -133,9 +133,11 @@ def make_rollout(
             d1_prompt_prob=cfg.d1_prompt_prob,
         )
         views.append(view)
-        old.append(view_logprobs(model, view, seqs, micro_batch_size=micro)[0])
+        old.append(view_logprobs(model, view, seqs, micro_batch_size=micro, vocab_range=vocab)[0])
         ref.append(
-            view_logprobs(ref_model, view, seqs, micro_batch_size=micro)[0] if ref_model else None
+            view_logprobs(ref_model, view, seqs, micro_batch_size=micro, vocab_range=vocab)[0]
+            if ref_model
+            else None
         )
     return Rollout(
         prompts, completions, seqs, result, advantages, base_mask, views, old, ref, vocab
