@@ -2,29 +2,18 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import nn
 
+from ..evaluation.metrics import wilson_interval
 from ..modality import SamplerSettings, TextModality
 from ..rng import derive_generator
 from ..tasks import SyntheticTask
 
-__all__ = ["TaskEval", "evaluate_task", "wilson_interval"]
-
-
-def wilson_interval(successes: int, n: int, z: float = 1.959964) -> tuple[float, float]:
-    """Wilson score interval for a binomial proportion (default 95%)."""
-    if n <= 0:
-        return (0.0, 1.0)
-    p = successes / n
-    denom = 1 + z * z / n
-    centre = (p + z * z / (2 * n)) / denom
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    return (max(0.0, centre - half), min(1.0, centre + half))
+__all__ = ["TaskEval", "evaluate_task"]
 
 
 @dataclass
