@@ -35,10 +35,12 @@ __all__ = [
 C = TypeVar("C")
 
 
-def _f(default: Any, help: str, **kw: Any) -> Any:
+def _f(default: Any, help: str, *, const: Any = None, **kw: Any) -> Any:
+    """A field with its help string; ``const`` lets ``--flag`` alone stand for that value."""
+    meta = {"help": help} if const is None else {"help": help, "const": const}
     if isinstance(default, list | dict):
-        return field(default_factory=lambda: type(default)(default), metadata={"help": help}, **kw)
-    return field(default=default, metadata={"help": help}, **kw)
+        return field(default_factory=lambda: type(default)(default), metadata=meta, **kw)
+    return field(default=default, metadata=meta, **kw)
 
 
 @dataclass
@@ -142,11 +144,27 @@ class TrainConfig(CommonConfig, ModelConfig, SamplingConfig):
     eval_every: int = _f(0, "Evaluate on held-out prompts every N steps; 0 = never.")
     eval_prompts: int = _f(200, "Held-out prompts per periodic evaluation.")
     max_seconds: float = _f(0.0, "Stop after this wall time (seconds); 0 = no limit.")
+    keep_checkpoints: int = _f(3, "Keep the newest N checkpoints in out_dir/checkpoints; 0 = all.")
+    max_nonfinite_skips: int = _f(
+        3, "Abort after this many consecutive inner updates with a non-finite loss or grad norm."
+    )
+    truncate_prompts: bool = _f(
+        False, "Keep the last tokens of prompts longer than the model allows (else an error)."
+    )
+    resume: str = _f(
+        "",
+        "Resume from a checkpoint: '--resume' alone or 'latest' = the newest in out_dir, or a "
+        "checkpoint folder; empty = start fresh.",
+        const="latest",
+    )
 
     def validate(self) -> None:
         super().validate()
         self.validate_sampling()
         _positive(self, "steps", "prompts_per_step", "group_size", "mu", "lr", "log_every")
+        _positive(self, "max_nonfinite_skips")
+        if self.keep_checkpoints < 0:
+            raise ValueError(f"keep_checkpoints={self.keep_checkpoints} must be >= 0 (0 = all)")
         if self.strategy not in STRATEGIES:
             raise ValueError(f"strategy={self.strategy!r} is unknown; choose one of {STRATEGIES}")
         if self.advantage not in ADVANTAGE_METHODS:
@@ -279,6 +297,11 @@ def add_config_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
             parser.add_argument(flag, dest=f.name, type=item, nargs="*", help=help_text)
         elif hint is bool:
             parser.add_argument(flag, dest=f.name, type=_parse_bool, metavar="BOOL", help=help_text)
+        elif "const" in f.metadata:
+            const = f.metadata["const"]
+            parser.add_argument(
+                flag, dest=f.name, type=hint, nargs="?", const=const, help=help_text
+            )
         else:
             parser.add_argument(flag, dest=f.name, type=hint, help=help_text)
 

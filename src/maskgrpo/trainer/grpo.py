@@ -10,16 +10,26 @@ Per step:
    accumulation over micro-batches and the loss normalised over the whole batch.
 
 The policy stays in eval mode throughout (dropout off), so the ratio is exactly 1 at the first
-inner update. An update whose view scores no token is skipped (no optimizer step).
+inner update. An update whose view scores no token is skipped (no optimizer step), and so is one
+whose loss or gradient norm is not finite (parameters and optimizer state untouched; too many in
+a row abort the run). Groups whose every reward is unscorable get advantage 0 and no loss token;
+a batch with no scorable group skips its inner updates.
+
+The loop's position lives in one :class:`TrainState` (steps done, inner updates done, the current
+rollout), so a run can be saved between any two inner updates and resumed exactly; every random
+draw comes from generators derived from ``(seed, step, ...)``, so the position is all the
+randomness a resumed run needs.
 """
 
 from __future__ import annotations
 
 import copy
+import hashlib
 import logging
+import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -34,7 +44,16 @@ from ..rewards.combine import RewardResult, RewardSet
 from ..rng import derive_generator
 from .sft import lr_lambda
 
-__all__ = ["Rollout", "StepStats", "make_rollout", "train_grpo"]
+__all__ = [
+    "Rollout",
+    "StepStats",
+    "TrainParts",
+    "TrainState",
+    "TrainingAborted",
+    "build_parts",
+    "make_rollout",
+    "train_grpo",
+]
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +82,39 @@ class StepStats:
     tokens: int
     grad_norm: float
     skipped_updates: int
+    nonfinite: int = 0  # 1 when the update was skipped for a non-finite loss or gradient norm
+
+
+@dataclass
+class TrainState:
+    """Where the loop is: everything besides weights and optimizer a resumed run needs.
+
+    ``step`` counts finished steps (the one in progress is ``step + 1`` in the metrics);
+    ``inner`` counts the inner updates done on ``rollout``, which is ``None`` between steps.
+    """
+
+    step: int = 0
+    inner: int = 0
+    rollout: Rollout | None = None
+    stats: list[StepStats] = field(default_factory=list)  # inner updates of the step in progress
+    nonfinite_streak: int = 0  # consecutive non-finite updates, across steps
+
+    @property
+    def position(self) -> tuple[int, int]:
+        return (self.step, self.inner)
+
+
+@dataclass
+class TrainParts:
+    """The reference policy (``None`` when ``beta = 0``), the optimizer and its schedule."""
+
+    ref_model: nn.Module | None
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LambdaLR
+
+
+class TrainingAborted(RuntimeError):
+    """Training cannot go on (e.g. too many non-finite updates in a row)."""
 
 
 def sampler_settings(
@@ -119,7 +171,24 @@ def make_rollout(
         base_mask, _ = completion_span(seqs, width)
     else:
         base_mask = upto_first_eos(seqs, width, modality.spec.eos_id)
-    views, old, ref = [], [], []
+    scorable = scorable_rows(result.total, cfg.group_size).to(device)  # (N,)
+    base_mask = base_mask & scorable[:, None]  # unscorable groups contribute no gradient (no KL)
+    views: list[MaskedView] = []
+    old: list[Tensor] = []
+    ref: list[Tensor | None] = []
+    if not bool(scorable.any()):  # nothing to learn from: the loop skips this step's updates
+        return Rollout(
+            prompts,
+            completions,
+            seqs,
+            result,
+            advantages,
+            base_mask,
+            [],
+            [],
+            [],
+            modality.vocab_range,
+        )
     micro = cfg.micro_batch_size or None
     vocab = modality.vocab_range
     for j, ratio in enumerate(mask_ratios(cfg.gamma, cfg.mu)):
@@ -142,6 +211,12 @@ def make_rollout(
     return Rollout(
         prompts, completions, seqs, result, advantages, base_mask, views, old, ref, vocab
     )
+
+
+def scorable_rows(total: list[float | None], group_size: int) -> Tensor:
+    """``(N,)`` bool: rows of groups with at least one scorable reward."""
+    valid = torch.tensor([r is not None for r in total], dtype=torch.bool)
+    return valid.view(-1, group_size).any(dim=1).repeat_interleave(group_size)
 
 
 def inner_update(
@@ -191,6 +266,12 @@ def inner_update(
         clip += st.clip_fraction * st.tokens / tokens
     clip_norm = cfg.max_grad_norm if cfg.max_grad_norm > 0 else float("inf")
     grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), clip_norm))
+    if not (math.isfinite(total_loss) and math.isfinite(grad_norm)):
+        optimizer.zero_grad(set_to_none=True)  # no step: parameters and optimizer state unchanged
+        log.warning(
+            "inner update %d: loss=%s grad_norm=%s is not finite; skipped", j, total_loss, grad_norm
+        )
+        return StepStats(total_loss, kl, clip, tokens, grad_norm, skipped_updates=1, nonfinite=1)
     optimizer.step()
     scheduler.step()
     return StepStats(total_loss, kl, clip, tokens, grad_norm, skipped_updates=0)
@@ -206,6 +287,31 @@ def reference_model(cfg: TrainConfig, model: nn.Module) -> nn.Module | None:
     return ref
 
 
+def build_parts(cfg: TrainConfig, model: nn.Module) -> TrainParts:
+    """Reference copy of ``model`` as it is now (call before loading a checkpoint), AdamW, schedule."""
+    optimizer = torch.optim.AdamW(
+        model.parameters(),
+        lr=cfg.lr,
+        betas=(cfg.adam_beta1, cfg.adam_beta2),
+        weight_decay=cfg.weight_decay,
+    )
+    total_updates = cfg.steps * cfg.mu
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lr_lambda(cfg.warmup_steps, total_updates, cfg.lr_schedule)
+    )
+    return TrainParts(reference_model(cfg, model), optimizer, scheduler)
+
+
+def rollout_hash(sequences: Tensor) -> str:
+    """A short digest of the rollout tokens, to compare runs (e.g. straight vs resumed)."""
+    data = sequences.detach().to("cpu", torch.int64).contiguous().numpy().tobytes()
+    return hashlib.sha256(data).hexdigest()[:16]
+
+
+def _is_empty(completion: Any) -> bool:
+    return isinstance(completion, str) and not completion.strip()
+
+
 def _step_metrics(
     step: int, rollout: Rollout, stats: list[StepStats], group_size: int, lr: float
 ) -> dict[str, Any]:
@@ -219,6 +325,9 @@ def _step_metrics(
         "reward_mean": sum(total) / max(1, len(total)),
         "reward_std": float(torch.tensor(total).std()) if len(total) > 1 else 0.0,
         "unscorable": len(rollout.rewards.total) - len(total),
+        "unscorable_groups": int(grouped.isnan().all(dim=1).sum()),
+        "empty_completions": sum(_is_empty(c) for c in rollout.completions),
+        "skipped_step": int(not rollout.views),
         "loss": sum(s.loss for s in done) / len(done),
         "kl": sum(s.kl for s in done) / len(done),
         "clip_fraction": sum(s.clip_fraction for s in done) / len(done),
@@ -226,12 +335,31 @@ def _step_metrics(
         "zero_std_frac": sum(zero_std) / len(zero_std),
         "tokens_scored": sum(s.tokens for s in stats),
         "skipped_updates": sum(s.skipped_updates for s in stats),
+        "nonfinite_skips": sum(s.nonfinite for s in stats),
+        "rollout_hash": rollout_hash(rollout.sequences),
         "lr": lr,
     }
     for name, values in rollout.rewards.per_function.items():
         vals = [v for v in values if v is not None]
         metrics[f"rewards/{name}"] = sum(vals) / max(1, len(vals))
     return metrics
+
+
+def record_update(cfg: TrainConfig, state: TrainState, stats: StepStats) -> None:
+    """Advance ``state`` past one inner update; abort after too many non-finite ones in a row."""
+    state.stats.append(stats)
+    state.inner += 1
+    if stats.nonfinite:
+        state.nonfinite_streak += 1
+    elif not stats.skipped_updates:
+        state.nonfinite_streak = 0
+    if state.nonfinite_streak >= cfg.max_nonfinite_skips:
+        raise TrainingAborted(
+            f"{state.nonfinite_streak} consecutive inner updates had a non-finite loss or "
+            f"gradient norm (max_nonfinite_skips={cfg.max_nonfinite_skips}), the last at step "
+            f"{state.step + 1}, inner update {state.inner}; lower lr or max_grad_norm, check the "
+            "rewards, then resume from the last good checkpoint"
+        )
 
 
 def train_grpo(
@@ -243,41 +371,52 @@ def train_grpo(
     settings: SamplerSettings,
     *,
     on_step: Callable[[dict[str, Any], Rollout], None] | None = None,
-    start_step: int = 0,
+    parts: TrainParts | None = None,
+    state: TrainState | None = None,
+    should_stop: Callable[[TrainState], bool] | None = None,
 ) -> list[dict[str, Any]]:
-    """Run MaskGRPO on ``model`` in place; returns the per-step metrics."""
+    """Run MaskGRPO on ``model`` in place from ``state`` (mutated); returns this call's metrics.
+
+    ``parts`` defaults to :func:`build_parts` of ``model``. ``should_stop(state)`` is asked after
+    each rollout, inner update and step; when it says yes the loop returns at once, leaving
+    ``state`` where a checkpoint can resume it.
+    """
     model.eval()  # dropout off for rollouts, old/ref and current passes alike
-    ref_model = reference_model(cfg, model)
-    optimizer = torch.optim.AdamW(
-        model.parameters(),
-        lr=cfg.lr,
-        betas=(cfg.adam_beta1, cfg.adam_beta2),
-        weight_decay=cfg.weight_decay,
-    )
-    total_updates = cfg.steps * cfg.mu
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lr_lambda(cfg.warmup_steps, total_updates, cfg.lr_schedule)
-    )
+    parts = parts or build_parts(cfg, model)
+    state = state if state is not None else TrainState()
+    stop = should_stop or (lambda _: False)
     history: list[dict[str, Any]] = []
     started = time.time()
-    for step in range(start_step, cfg.steps):
+    while state.step < cfg.steps:
         t0 = time.time()
-        batch = prompt_batch(rows, step, cfg.rollouts // cfg.group_size, cfg.seed)
-        rollout = make_rollout(cfg, step, model, ref_model, modality, batch, rewards, settings)
-        stats = [inner_update(cfg, j, model, rollout, optimizer, scheduler) for j in range(cfg.mu)]
-        metrics = _step_metrics(
-            step + 1, rollout, stats, cfg.group_size, float(scheduler.get_last_lr()[0])
-        )
+        if state.rollout is None:
+            batch = prompt_batch(rows, state.step, cfg.rollouts // cfg.group_size, cfg.seed)
+            state.rollout = make_rollout(
+                cfg, state.step, model, parts.ref_model, modality, batch, rewards, settings
+            )
+            if stop(state):
+                return history
+        rollout = state.rollout
+        while state.inner < cfg.mu and rollout.views:
+            stats = inner_update(cfg, state.inner, model, rollout, parts.optimizer, parts.scheduler)
+            record_update(cfg, state, stats)
+            if stop(state):
+                return history
+        lr = float(parts.scheduler.get_last_lr()[0])
+        metrics = _step_metrics(state.step + 1, rollout, state.stats, cfg.group_size, lr)
         metrics["seconds"] = time.time() - t0
+        state.step, state.inner, state.rollout, state.stats = state.step + 1, 0, None, []
         history.append(metrics)
         if on_step is not None:
             on_step(metrics, rollout)
+        if stop(state):
+            return history
         if cfg.max_seconds and time.time() - started > cfg.max_seconds:
             log.info(
                 "stopping after %.0f s (max_seconds=%s) at step %d",
                 time.time() - started,
                 cfg.max_seconds,
-                step + 1,
+                state.step,
             )
             break
     return history
