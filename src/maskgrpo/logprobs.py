@@ -31,7 +31,16 @@ def split_head(model: nn.Module) -> tuple[Trunk, nn.Module] | None:
 
     Works for the built-in tiny model and for Hugging Face models whose base model returns
     ``last_hidden_state`` and whose output embeddings are the LM head (Llama, ModernBERT...).
+    A peft model is split through its base model (the adapters stay in place); a model with
+    ``maskgrpo_head_split = False`` (set by the loader when the probe fails) is never split.
     """
+    if getattr(model, "maskgrpo_head_split", True) is False:
+        return None
+    get_base = getattr(model, "get_base_model", None)
+    if callable(get_base):  # peft: PeftModel -> the wrapped transformers model
+        model = get_base()
+        if getattr(model, "maskgrpo_head_split", True) is False:
+            return None
     hidden = getattr(model, "hidden_states", None)
     head = getattr(model, "lm_head", None)
     if callable(hidden) and isinstance(head, nn.Module):

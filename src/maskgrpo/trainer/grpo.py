@@ -38,6 +38,7 @@ from torch import Tensor, nn
 from ..config import TrainConfig
 from ..grpo import group_advantages, grpo_loss
 from ..logprobs import view_logprobs
+from ..lora import is_lora, reference_policy
 from ..masking import MaskedView, completion_span, mask_ratios, remask, upto_first_eos
 from ..modality import Modality, SamplerSettings
 from ..rewards.combine import RewardResult, RewardSet
@@ -278,9 +279,14 @@ def inner_update(
 
 
 def reference_model(cfg: TrainConfig, model: nn.Module) -> nn.Module | None:
-    """A frozen copy of the initial policy, kept only when the KL term is on (``beta > 0``)."""
+    """A frozen copy of the initial policy, kept only when the KL term is on (``beta > 0``).
+
+    With LoRA the reference is the same model with the adapter disabled (no copy).
+    """
     if cfg.beta <= 0:
         return None
+    if is_lora(model):
+        return reference_policy(model)
     ref = copy.deepcopy(model).eval()
     for p in ref.parameters():
         p.requires_grad_(False)
