@@ -40,9 +40,18 @@ def _sft(cfg: SFTConfig) -> None:
 
 
 def _train(cfg: TrainConfig) -> None:
+    from .trainer.grpo import TrainingAborted
+    from .trainer.interrupt import TrainingInterrupted
     from .trainer.run import run_train
 
-    _out(json.dumps(run_train(cfg), indent=2))
+    try:
+        _out(json.dumps(run_train(cfg), indent=2))
+    except TrainingInterrupted as stop:
+        sys.stderr.write(f"maskgrpo train: {stop}\n")
+        raise SystemExit(128 + stop.signum) from None
+    except TrainingAborted as err:
+        sys.stderr.write(f"maskgrpo train: aborted: {err}\n")
+        raise SystemExit(1) from None
 
 
 def _generate(cfg: GenerateConfig) -> None:

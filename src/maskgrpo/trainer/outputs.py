@@ -38,6 +38,19 @@ class RunLogger:
                 if key != "step" and isinstance(value, int | float):
                     self._tb.add_scalar(key, value, step)
 
+    def truncate(self, step: int) -> None:
+        """Drop metrics and samples of steps after ``step`` (logged before a crash; resuming
+        from a checkpoint at ``step`` logs them again)."""
+        for path in (self.metrics_path, self.samples_path):
+            if not path.exists():
+                continue
+            lines = path.read_text().splitlines(keepends=True)
+            kept = [line for line in lines if line.strip() and json.loads(line)["step"] <= step]
+            if len(kept) != len(lines):
+                tmp = path.with_suffix(".tmp")
+                tmp.write_text("".join(kept))
+                tmp.replace(path)
+
     def samples(
         self, step: int, prompts: list[str], completions: list[str], rewards: list[Any]
     ) -> None:

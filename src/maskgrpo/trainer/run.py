@@ -12,6 +12,7 @@ import logging
 import os
 import shutil
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -25,8 +26,26 @@ from ..policy import Policy, load_policy, resolve_device, save_policy
 from ..rewards.combine import RewardSet
 from ..rng import derive_generator
 from ..tasks import SyntheticTask, make_task
+from .checkpoint import (
+    load_checkpoint,
+    read_trainer_state,
+    reconcile_config,
+    resolve_checkpoint,
+    save_checkpoint,
+    set_learning_rate,
+)
 from .evaluate import TaskEval, evaluate_task
-from .grpo import Rollout, sampler_settings, train_grpo
+from .grpo import (
+    Rollout,
+    TrainingAborted,
+    TrainParts,
+    TrainState,
+    build_parts,
+    sampler_settings,
+    train_grpo,
+)
+from .inputs import fit_prompts
+from .interrupt import StopRequest, TrainingInterrupted, handle_signals
 from .outputs import RunLogger, plot_curves, read_metrics
 from .sft import train_sft
 
@@ -93,18 +112,21 @@ def _write_yaml(cfg: Any, path: Path) -> None:
     path.write_text(yaml.safe_dump(dataclasses.asdict(cfg), sort_keys=False))
 
 
-def save_checkpoint(policy: Policy, out_dir: Path, name: str, state: dict[str, Any]) -> Path:
-    """Write ``checkpoints/<name>`` atomically (temporary folder, then rename)."""
+def export_model(policy: Policy, out_dir: Path, name: str) -> Path:
+    """Write the model alone to ``checkpoints/<name>`` (temporary folder, then rename)."""
     root = out_dir / "checkpoints"
     root.mkdir(parents=True, exist_ok=True)
     final = root / name
-    tmp = root / f".tmp-{name}-{os.getpid()}"
+    tmp = root / f".export-{name}-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     save_policy(policy, tmp)
-    (tmp / "trainer_state.json").write_text(json.dumps(state, indent=2))
     if final.exists():
-        shutil.rmtree(final)
-    tmp.rename(final)
+        old = root / f".old-{name}-{os.getpid()}"
+        final.rename(old)
+        tmp.rename(final)
+        shutil.rmtree(old)
+    else:
+        tmp.rename(final)
     return final
 
 
@@ -150,23 +172,129 @@ def run_sft(cfg: SFTConfig) -> dict[str, Any]:
 
 
 def run_train(cfg: TrainConfig, *, policy: Policy | None = None) -> dict[str, Any]:
-    """MaskGRPO on the task's train split; metrics, samples, plots and checkpoints in out_dir."""
+    """MaskGRPO on the task's train split; metrics, samples, plots and checkpoints in out_dir.
+
+    With ``cfg.resume`` the run continues from a checkpoint exactly where it stopped. SIGINT and
+    SIGTERM stop it after the current inner update with a checkpoint (:class:`TrainingInterrupted`).
+    """
+    resume_from = resolve_checkpoint(cfg.resume, Path(cfg.out_dir)) if cfg.resume else None
+    if resume_from is not None:
+        cfg = reconcile_config(cfg, read_trainer_state(resume_from)["config"], resume_from)
     s = setup(cfg, cfg.seed, cfg.task, cfg.task_seed, cfg.device, cfg)
     if policy is not None:
         s.policy = policy
         s.modality = TextModality(policy.tokenizer, policy.spec, s.modality.prompt_width)
     out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    _write_yaml(cfg, out / "train_config.yaml")
-    weights = cfg.reward_weights or s.task.weights
-    if len(weights) != len(s.task.rewards):
-        raise ValueError(
-            f"reward_weights has {len(weights)} values but task {s.task.name} has "
-            f"{len(s.task.rewards)} reward functions ({[f.__name__ for f in s.task.rewards]})"
-        )
-    rewards = RewardSet(s.task.rewards, weights)
+    _write_yaml(dataclasses.replace(cfg, resume=""), out / "train_config.yaml")
+    rows = fit_prompts(
+        s.task.train, s.policy.tokenizer, s.modality.prompt_width, truncate=cfg.truncate_prompts
+    )
+    rewards = _reward_set(cfg, s.task)
+    parts = build_parts(cfg, s.policy.model)  # the reference is the initial model, even on resume
+    state = TrainState()
     logger = RunLogger(out)
-    bar = tqdm(total=cfg.steps, desc="maskgrpo", disable=None)
+    if resume_from is not None:
+        state = _resume(cfg, resume_from, s, parts, logger)
+    saver = _Saver(cfg, s.policy, parts, out)
+    bar = tqdm(total=cfg.steps, initial=state.step, desc="maskgrpo", disable=None)
+    on_step = _step_callback(cfg, s, logger, bar, lambda: saver.save(state))
+    t0 = time.time()
+    with handle_signals(StopRequest.from_env()) as stop:
+        try:
+            history = train_grpo(
+                cfg,
+                s.policy.model,
+                s.modality,
+                rows,
+                rewards,
+                s.settings,
+                on_step=on_step,
+                parts=parts,
+                state=state,
+                should_stop=stop,
+            )
+        except TrainingAborted as err:
+            raise TrainingAborted(f"{err}; last good checkpoint: {saver.last or 'none'}") from err
+        finally:
+            bar.close()
+            logger.close()
+    checkpoint = saver.save(state)
+    if stop.signum:
+        raise TrainingInterrupted(checkpoint, out, stop.signum, state.position)
+    final = export_model(s.policy, out, "final")
+    plot = plot_curves(
+        read_metrics(logger.metrics_path),
+        out / "reward_curve.png",
+        keys=("reward_mean", "kl", "clip_fraction"),
+        title=f"MaskGRPO on {s.task.name}",
+    )
+    return {
+        "steps": state.step,
+        "seconds": time.time() - t0,
+        "checkpoint": str(final),
+        "resume_checkpoint": str(checkpoint),
+        "metrics": str(logger.metrics_path),
+        "plot": str(plot),
+        "final_reward": history[-1]["reward_mean"] if history else None,
+    }
+
+
+def _reward_set(cfg: TrainConfig, task: SyntheticTask) -> RewardSet:
+    weights = cfg.reward_weights or task.weights
+    if len(weights) != len(task.rewards):
+        raise ValueError(
+            f"reward_weights has {len(weights)} values but task {task.name} has "
+            f"{len(task.rewards)} reward functions ({[f.__name__ for f in task.rewards]})"
+        )
+    return RewardSet(task.rewards, weights)
+
+
+def _resume(
+    cfg: TrainConfig, folder: Path, s: Setup, parts: TrainParts, logger: RunLogger
+) -> TrainState:
+    """Load ``folder`` into the model and ``parts``; drop metrics logged after it."""
+    saved_lr = read_trainer_state(folder)["config"]["lr"]
+    state = load_checkpoint(folder, model=s.policy.model, parts=parts, modality=s.modality)
+    if cfg.lr != saved_lr:
+        set_learning_rate(parts, cfg.lr)
+        log.info("learning rate changed on resume: %s -> %s", saved_lr, cfg.lr)
+    logger.truncate(state.step)
+    log.info("resumed from %s at step %d, inner update %d", folder, state.step, state.inner)
+    return state
+
+
+class _Saver:
+    """Saves checkpoints of this run, once per position."""
+
+    def __init__(self, cfg: TrainConfig, policy: Policy, parts: TrainParts, out: Path) -> None:
+        self.cfg, self.policy, self.parts, self.root = cfg, policy, parts, out / "checkpoints"
+        self.last: Path | None = None
+        self._position: tuple[int, int] | None = None
+
+    def save(self, state: TrainState) -> Path:
+        if self.last is not None and self._position == state.position:
+            return self.last
+        self.last = save_checkpoint(
+            self.root,
+            state,
+            write_model=lambda folder: save_policy(self.policy, folder),
+            parts=self.parts,
+            config=dataclasses.asdict(self.cfg),
+            rows_per_step=self.cfg.rollouts // self.cfg.group_size,
+            keep=self.cfg.keep_checkpoints,
+        )
+        self._position = state.position
+        return self.last
+
+
+def _step_callback(
+    cfg: TrainConfig,
+    s: Setup,
+    logger: RunLogger,
+    bar: Any,
+    save: Callable[[], Path],
+) -> Callable[[dict[str, Any], Rollout], None]:
     greedy = dataclasses.replace(s.settings, temperature=0.0)
 
     def on_step(metrics: dict[str, Any], rollout: Rollout) -> None:
@@ -189,31 +317,11 @@ def run_train(cfg: TrainConfig, *, policy: Policy | None = None) -> dict[str, An
                 step, rollout.prompts[:k], rollout.completions[:k], rollout.rewards.total[:k]
             )
         if cfg.save_every and step % cfg.save_every == 0:
-            save_checkpoint(s.policy, out, f"step_{step:06d}", {"step": step})
+            save()
         bar.update(1)
         bar.set_postfix(reward=f"{metrics['reward_mean']:.3f}", loss=f"{metrics['loss']:.4f}")
 
-    t0 = time.time()
-    history = train_grpo(
-        cfg, s.policy.model, s.modality, s.task.train, rewards, s.settings, on_step=on_step
-    )
-    bar.close()
-    logger.close()
-    final = save_checkpoint(s.policy, out, "final", {"step": len(history)})
-    plot = plot_curves(
-        read_metrics(logger.metrics_path),
-        out / "reward_curve.png",
-        keys=("reward_mean", "kl", "clip_fraction"),
-        title=f"MaskGRPO on {s.task.name}",
-    )
-    return {
-        "steps": len(history),
-        "seconds": time.time() - t0,
-        "checkpoint": str(final),
-        "metrics": str(logger.metrics_path),
-        "plot": str(plot),
-        "final_reward": history[-1]["reward_mean"] if history else None,
-    }
+    return on_step
 
 
 def run_eval(cfg: EvalConfig) -> TaskEval:
