@@ -71,8 +71,8 @@ class SamplingConfig:
     def validate_sampling(self) -> None:
         if self.remasking not in REMASKING:
             raise ValueError(f"remasking={self.remasking!r} is unknown; choose one of {REMASKING}")
-        if self.temperature < 0:
-            raise ValueError(f"temperature={self.temperature} must be >= 0 (0 = greedy)")
+        if not 0 <= self.temperature < float("inf"):  # also rejects NaN
+            raise ValueError(f"temperature={self.temperature} must be finite and >= 0 (0 = greedy)")
         for name in ("gen_length", "diffusion_steps", "block_length"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name}={getattr(self, name)} must be >= 0 (0 = automatic)")
@@ -248,12 +248,30 @@ class DemoConfig(CommonConfig):
 
 def _positive(cfg: Any, *names: str) -> None:
     for name in names:
-        if getattr(cfg, name) <= 0:
+        if not getattr(cfg, name) > 0:  # also rejects NaN
             raise ValueError(f"{name}={getattr(cfg, name)} must be positive")
 
 
 def _hints(cls: type) -> dict[str, Any]:
     return typing.get_type_hints(cls)
+
+
+def _coerce(name: str, value: Any, hint: Any) -> Any:
+    """A YAML value as its field's type (YAML 1.1 reads ``1e-4`` as a string), else an error."""
+    if typing.get_origin(hint) is list:
+        if not isinstance(value, list):
+            raise ValueError(f"{name}={value!r} must be a list")
+        return [_coerce(name, v, typing.get_args(hint)[0]) for v in value]
+    if isinstance(value, bool) and hint is not bool:
+        raise ValueError(f"{name}={value!r} must be of type {getattr(hint, '__name__', hint)}")
+    if hint is float and isinstance(value, int | str):
+        try:
+            return float(value)
+        except ValueError:
+            raise ValueError(f"{name}={value!r} must be a number") from None
+    if hint in (int, str, bool) and not isinstance(value, hint):
+        raise ValueError(f"{name}={value!r} must be of type {hint.__name__}")
+    return value
 
 
 def load_config(cls: type[C], path: str | Path | None = None, **overrides: Any) -> C:
@@ -269,7 +287,7 @@ def load_config(cls: type[C], path: str | Path | None = None, **overrides: Any) 
     unknown = sorted(set(values) - known)
     if unknown:
         raise ValueError(f"unknown {cls.__name__} field(s) {unknown}; see --help for the fields")
-    cfg = cls(**values)
+    cfg = cls(**{k: _coerce(k, v, _hints(cls)[k]) for k, v in values.items()})
     cfg.validate()  # type: ignore[attr-defined]
     return cfg
 
