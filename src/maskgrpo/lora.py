@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
+import math
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -76,8 +77,14 @@ def apply_lora(
     alpha: int = 64,
     targets: str | Sequence[str] = "llada",
     dropout: float = 0.0,
+    generator: torch.Generator | None = None,
 ) -> nn.Module:
-    """Wrap ``model`` in a peft LoRA adapter; base weights are frozen, adapters trainable."""
+    """Wrap ``model`` in a peft LoRA adapter; base weights are frozen, adapters trainable.
+
+    ``A`` is drawn from ``generator`` (uniform in ``+-1/sqrt(fan_in)``, peft's default range),
+    ``B`` is zero, so the adapted model starts equal to the base. The global RNG is left as it
+    was (peft's own initialisation draws from it inside ``fork_rng``).
+    """
     from peft import LoraConfig, get_peft_model
 
     if r < 1 or alpha <= 0:
@@ -100,7 +107,14 @@ def apply_lora(
         exclude_modules=_head_names(model) or None,
         bias="none",
     )
-    peft_model = get_peft_model(model, config)
+    with torch.random.fork_rng(devices=[]):
+        peft_model = get_peft_model(model, config)
+    if generator is not None:
+        with torch.no_grad():
+            for name, p in peft_model.named_parameters():
+                if "lora_A" in name:
+                    bound = 1.0 / math.sqrt(p.shape[1])
+                    p.uniform_(-bound, bound, generator=generator)
     trainable = sum(p.numel() for p in peft_model.parameters() if p.requires_grad)
     total = sum(p.numel() for p in peft_model.parameters())
     log.info("LoRA r=%d alpha=%s: %d of %d parameters trainable", r, alpha, trainable, total)
