@@ -172,6 +172,7 @@ def no_model(monkeypatch: pytest.MonkeyPatch) -> None:
         (["train", "--lr", "nan"], ["lr=nan"]),
         (["train", "--mu", "0"], ["mu=0"]),
         (["train", "--remasking", "sideways"], ["remasking='sideways'"]),
+        (["train", "--reward-weights", "1", "2", "3"], ["reward_weights=[1.0, 2.0, 3.0]"]),
         (["sft", "--min-mask-ratio", "1.0"], ["min_mask_ratio=1.0"]),
         (["generate", "--samples", "0"], ["samples=0"]),
         (["eval", "--task", "chess"], ["task='chess'"]),

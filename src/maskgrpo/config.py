@@ -186,6 +186,15 @@ class TrainConfig(CommonConfig, ModelConfig, SamplingConfig):
             )
         if self.micro_batch_size < 0:
             raise ValueError(f"micro_batch_size={self.micro_batch_size} must be >= 0")
+        if self.reward_weights:  # checked here so the error comes before any model is built
+            from .tasks import make_task
+
+            names = [f.__name__ for f in make_task(self.task, seed=self.task_seed).rewards]
+            if len(self.reward_weights) != len(names):
+                raise ValueError(
+                    f"reward_weights={self.reward_weights} has {len(self.reward_weights)} values "
+                    f"but task {self.task} has {len(names)} reward functions {names}"
+                )
 
     @property
     def rollouts(self) -> int:
