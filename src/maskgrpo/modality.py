@@ -7,6 +7,7 @@ of one interface chosen at start-up, never ``if task == ...`` branches in the al
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -51,6 +52,8 @@ class Modality(Protocol):
 class TextModality:
     """Left-padded prompts of a fixed width, completions of ``gen_length`` tokens after them."""
 
+    per_row_generators = True  # rollout() accepts one generator per row (process-invariant)
+
     def __init__(self, tokenizer: Any, spec: TokenSpec, prompt_width: int) -> None:
         self.tokenizer = tokenizer
         self.spec = spec
@@ -87,9 +90,9 @@ class TextModality:
         model: nn.Module,
         prompt_ids: Tensor,
         settings: SamplerSettings,
-        generator: torch.Generator,
+        generator: torch.Generator | Sequence[torch.Generator],
     ) -> Tensor:
-        """Full sequences ``(B, prompt_width + gen_length)``."""
+        """Full sequences ``(B, prompt_width + gen_length)``; one generator or one per row."""
         return generate(
             model,
             prompt_ids,

@@ -29,6 +29,8 @@ __all__ = ["HFTextModality"]
 class HFTextModality:
     """Prompts through ``tokenizer``'s chat template, completions of ``gen_length`` after them."""
 
+    per_row_generators = True  # rollout() accepts one generator per row (process-invariant)
+
     def __init__(
         self,
         tokenizer: Any,

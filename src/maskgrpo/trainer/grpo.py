@@ -43,6 +43,7 @@ from ..masking import MaskedView, completion_span, mask_ratios, remask, upto_fir
 from ..modality import Modality, SamplerSettings
 from ..rewards.combine import RewardResult, RewardSet
 from ..rng import derive_generator
+from . import distributed as dist
 from .sft import lr_lambda
 
 __all__ = [
@@ -158,21 +159,22 @@ def make_rollout(
     """Steps 1-3 of the loop: rollouts, rewards, advantages, views, old and reference log-probs."""
     device = next(model.parameters()).device
     group = [r for r in rows for _ in range(cfg.group_size)]  # prompt-major: groups are contiguous
+    mine = dist.local_rows(len(group))  # this process's rows; all of them on one process
+    group = group[mine]
     prompts = [r["prompt"] for r in group]
     prompt_ids = modality.encode_prompts(prompts, device)
-    seqs = modality.rollout(
-        model, prompt_ids, settings, derive_generator(cfg.seed, step, "rollout", device=device)
-    )
+    gen = dist.rollout_generator(cfg.seed, step, cfg.group_size, mine, modality, device)
+    seqs = modality.rollout(model, prompt_ids, settings, gen)
     width = modality.prompt_width
     completions = modality.decode(seqs[:, width:])
     columns = {k: [r[k] for r in group] for k in group[0] if k != "prompt"}
-    result = rewards(prompts, completions, **columns)
-    advantages = group_advantages(result.total, cfg.group_size, cfg.advantage).to(device)
+    result = dist.gather_rewards(rewards(prompts, completions, **columns))  # whole groups
+    advantages = group_advantages(result.total, cfg.group_size, cfg.advantage)[mine].to(device)
     if cfg.score_after_eos:
         base_mask, _ = completion_span(seqs, width)
     else:
         base_mask = upto_first_eos(seqs, width, modality.spec.eos_id)
-    scorable = scorable_rows(result.total, cfg.group_size).to(device)  # (N,)
+    scorable = scorable_rows(result.total, cfg.group_size)[mine].to(device)  # (N,)
     base_mask = base_mask & scorable[:, None]  # unscorable groups contribute no gradient (no KL)
     views: list[MaskedView] = []
     old: list[Tensor] = []
@@ -192,9 +194,10 @@ def make_rollout(
         )
     micro = cfg.micro_batch_size or None
     vocab = modality.vocab_range
+    all_seqs = dist.gather_rows(seqs)  # masks drawn over the whole batch, as on one process
     for j, ratio in enumerate(mask_ratios(cfg.gamma, cfg.mu)):
         view = remask(
-            seqs,
+            all_seqs,
             width,
             ratio,
             cfg.strategy,
@@ -202,6 +205,7 @@ def make_rollout(
             generator=derive_generator(cfg.seed, step, "mask", j, device=device),
             d1_prompt_prob=cfg.d1_prompt_prob,
         )
+        view = dist.local_view(view, mine)
         views.append(view)
         old.append(view_logprobs(model, view, seqs, micro_batch_size=micro, vocab_range=vocab)[0])
         ref.append(
@@ -231,14 +235,15 @@ def inner_update(
     """Step 4 for iteration ``j``: loss on view ``j`` only, accumulated over micro-batches."""
     view = rollout.views[j]
     loss_mask = view.scored.any(dim=0) & rollout.base_mask  # (N, W + L), this view's positions only
-    tokens = int(loss_mask.sum())
+    tokens = int(dist.all_sum(float(loss_mask.sum()))[0])  # over all processes
     n = rollout.sequences.shape[0]
+    n_all = n * dist.rank_world()[1]
     if tokens == 0:
         return StepStats(0.0, 0.0, 0.0, 0, 0.0, skipped_updates=1)
     micro = cfg.micro_batch_size or n
     vocab = rollout.vocab_range
     normalizer = (
-        float(n * view.scored.shape[-1]) if cfg.normalization == "constant" else float(tokens)
+        float(n_all * view.scored.shape[-1]) if cfg.normalization == "constant" else float(tokens)
     )
     optimizer.zero_grad(set_to_none=True)
     total_loss, kl, clip = 0.0, 0.0, 0.0
@@ -260,13 +265,14 @@ def inner_update(
             normalizer=None if cfg.normalization == "sequence" else normalizer,
         )
         if cfg.normalization == "sequence":
-            loss = loss * (logp.shape[0] / n)  # mean of per-sequence means over the whole batch
-        loss.backward()
+            loss = loss * (logp.shape[0] / n_all)  # mean of per-sequence means over the batch
+        dist.backward(loss)
         total_loss += float(loss.detach())
         kl += st.kl * st.tokens / tokens
         clip += st.clip_fraction * st.tokens / tokens
+    total_loss, kl, clip = dist.all_sum(total_loss, kl, clip)
     clip_norm = cfg.max_grad_norm if cfg.max_grad_norm > 0 else float("inf")
-    grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), clip_norm))
+    grad_norm = dist.clip_grad_norm(model, clip_norm)
     if not (math.isfinite(total_loss) and math.isfinite(grad_norm)):
         optimizer.zero_grad(set_to_none=True)  # no step: parameters and optimizer state unchanged
         log.warning(
@@ -389,6 +395,7 @@ def train_grpo(
     """
     model.eval()  # dropout off for rollouts, old/ref and current passes alike
     parts = parts or build_parts(cfg, model)
+    model, parts.optimizer = dist.prepare(model, parts.optimizer)  # DDP/FSDP/DeepSpeed wrap
     state = state if state is not None else TrainState()
     stop = should_stop or (lambda _: False)
     history: list[dict[str, Any]] = []
