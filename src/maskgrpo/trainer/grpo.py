@@ -320,6 +320,11 @@ def rollout_hash(sequences: Tensor) -> str:
     return hashlib.sha256(data).hexdigest()[:16]
 
 
+def _spread(values: Tensor) -> float:
+    """Standard deviation, 0 for fewer than two values (an unscorable group has none)."""
+    return float(values.std()) if values.numel() > 1 else 0.0
+
+
 def _is_empty(completion: Any) -> bool:
     return isinstance(completion, str) and not completion.strip()
 
@@ -330,7 +335,7 @@ def _step_metrics(
     total = [r for r in rollout.rewards.total if r is not None]
     rewards = torch.tensor([float("nan") if r is None else r for r in rollout.rewards.total])
     grouped = rewards.view(-1, group_size)
-    zero_std = [float(torch.nan_to_num(g[~g.isnan()].std(), nan=0.0)) < 1e-8 for g in grouped]
+    zero_std = [_spread(g[~g.isnan()]) < 1e-8 for g in grouped]
     done = [s for s in stats if not s.skipped_updates] or [StepStats(0.0, 0.0, 0.0, 0, 0.0, 0)]
     metrics: dict[str, Any] = {
         "step": step,
