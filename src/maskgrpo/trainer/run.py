@@ -197,6 +197,8 @@ def run_train(cfg: TrainConfig, *, policy: Policy | None = None) -> dict[str, An
     if resume_from is not None:
         state = _resume(cfg, resume_from, s, parts, logger)
     saver = _Saver(cfg, s.policy, parts, out)
+    if resume_from is not None:  # saving again at the same position would only duplicate it
+        saver.last, saver.position = resume_from, state.position
     bar = tqdm(total=cfg.steps, initial=state.step, desc="maskgrpo", disable=None)
     on_step = _step_callback(cfg, s, logger, bar, lambda: saver.save(state))
     t0 = time.time()
@@ -270,10 +272,10 @@ class _Saver:
     def __init__(self, cfg: TrainConfig, policy: Policy, parts: TrainParts, out: Path) -> None:
         self.cfg, self.policy, self.parts, self.root = cfg, policy, parts, out / "checkpoints"
         self.last: Path | None = None
-        self._position: tuple[int, int] | None = None
+        self.position: tuple[int, int] | None = None
 
     def save(self, state: TrainState) -> Path:
-        if self.last is not None and self._position == state.position:
+        if self.last is not None and self.position == state.position:
             return self.last
         self.last = save_checkpoint(
             self.root,
@@ -284,7 +286,7 @@ class _Saver:
             rows_per_step=self.cfg.rollouts // self.cfg.group_size,
             keep=self.cfg.keep_checkpoints,
         )
-        self._position = state.position
+        self.position = state.position
         return self.last
 
 
@@ -324,7 +326,15 @@ def _step_callback(
     return on_step
 
 
-def run_eval(cfg: EvalConfig) -> TaskEval:
+def run_eval(cfg: EvalConfig) -> TaskEval | dict[str, Any]:
+    """Synthetic-task accuracy, or with ``cfg.dataset`` the benchmark's ``result.json`` dict.
+
+    Both load and validate their rows before the model, so bad data fails in seconds.
+    """
+    if cfg.dataset:
+        from ..evaluation.benchmark import run_benchmark
+
+        return run_benchmark(cfg)
     s = setup(cfg, cfg.seed, cfg.task, cfg.task_seed, cfg.device, cfg)
     result = evaluate_task(
         s.policy.model,
