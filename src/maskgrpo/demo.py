@@ -26,7 +26,7 @@ from typing import Any
 from .config import DemoConfig, TrainConfig
 from .modality import TextModality
 from .policy import load_policy, resolve_device, save_policy
-from .rng import derive_generator
+from .rng import derive_generator, derive_seed
 from .tasks import make_task
 from .trainer.evaluate import TaskEval, evaluate_task
 from .trainer.grpo import sampler_settings
@@ -90,18 +90,19 @@ def _sft_to_target(cfg: DemoConfig, say: Callable[[str], None]) -> tuple[Any, Te
     probe.heldout = task.train[-500:]  # stopping rule on training prompts only
     steps = 0
     while steps < cfg.sft_max_steps:
+        chunk = min(SFT_CHUNK, cfg.sft_max_steps - steps)
         train_sft(
             policy.model,
             modality,
             task.train,
             gen_length=gen_length,
-            steps=SFT_CHUNK,
+            steps=chunk,
             batch_size=64,
             lr=1e-3,
-            seed=derive_generator(cfg.seed, "sft", steps).initial_seed(),
+            seed=derive_seed(cfg.seed, "sft", steps),
             warmup_steps=10,
         )
-        steps += SFT_CHUNK
+        steps += chunk
         acc = evaluate_task(policy.model, modality, probe, settings, num_prompts=500).accuracy
         if acc >= cfg.sft_target:
             break
