@@ -65,6 +65,15 @@ def _eval(cfg: EvalConfig) -> None:
     from .trainer.run import run_eval
 
     result = run_eval(cfg)
+    if isinstance(result, dict):  # a benchmark: result.json of the evaluation harness
+        lo, hi = result["pass@1_bootstrap95"]
+        pass_k = ", ".join(f"pass@{k} {v:.3f}" for k, v in result["pass@k"].items())
+        _out(
+            f"{cfg.dataset}: pass@1 {result['pass@1']:.3f} (95% CI {lo:.3f}-{hi:.3f}), {pass_k}, "
+            f"mean reward {result['mean_reward']:.3f} over {result['n_prompts']} prompts x "
+            f"{result['n_samples']} samples; results in {cfg.out_dir}"
+        )
+        return
     lo, hi = result.ci95
     _out(
         f"accuracy {result.accuracy:.3f} (95% CI {lo:.3f}-{hi:.3f}) on {result.n} held-out prompts; "

@@ -219,15 +219,61 @@ class GenerateConfig(CommonConfig, ModelConfig, SamplingConfig):
 
 @dataclass
 class EvalConfig(CommonConfig, ModelConfig, SamplingConfig):
-    """Held-out accuracy of a saved model on a task, with a 95% interval."""
+    """Held-out accuracy of a saved model on a task, or pass@k on a benchmark (--dataset)."""
 
     num_prompts: int = _f(1000, "Held-out prompts to evaluate (at most the held-out set).")
-    batch_size: int = _f(256, "Prompts per generation batch.")
+    batch_size: int = _f(256, "Sequences per generation batch (prompts x samples for --dataset).")
+    dataset: str = _f(
+        "",
+        "Benchmark: gsm8k, math500, mbpp, humaneval, countdown or sudoku (MaskGRPO, arXiv "
+        "2510.02880); empty = the synthetic --task.",
+    )
+    data_file: str = _f(
+        "", "Local .jsonl/.json/.parquet rows of --dataset; empty = its hub default (online)."
+    )
+    limit: int = _f(0, "Evaluate the first N rows; 0 = all (countdown/sudoku: num_prompts).")
+    samples: int = _f(1, "Completions per prompt (the n of pass@k).")
+    k: list[int] = _f([1], "k values of the unbiased pass@k (each <= samples).")
+    few_shot: int = _f(0, "Worked examples before each question (from --few-shot-file).")
+    few_shot_file: str = _f("", "Rows the few-shot examples are taken from (file datasets).")
+    template: str = _f("", "Prompt template name; empty = the dataset's (e.g. gsm8k-boxed).")
+    system_prompt: str = _f("", "System turn of the chat template; empty = the template's.")
+    allow_unsafe_code: bool = _f(
+        False, "Run code rewards with resource limits only when bubblewrap is unavailable."
+    )
+    trust_remote_code: bool = _f(
+        False, "Load models that ship their own code (LLaDA, Dream, MMaDA); review it first."
+    )
+    dtype: str = _f("float32", "Weights dtype of Hugging Face models: float32, bfloat16, float16.")
 
     def validate(self) -> None:
         super().validate()
         self.validate_sampling()
-        _positive(self, "num_prompts", "batch_size")
+        _positive(self, "num_prompts", "batch_size", "samples")
+        if self.dataset:
+            self.validate_benchmark()
+
+    def validate_benchmark(self) -> None:
+        from .evaluation.benchmark import BENCHMARKS, GENERATED, TEMPLATES
+
+        if self.dataset not in BENCHMARKS:
+            raise ValueError(
+                f"dataset={self.dataset!r} is unknown; choose one of {list(BENCHMARKS)}"
+            )
+        if self.template and self.template not in TEMPLATES:
+            raise ValueError(f"template={self.template!r}; choose one of {sorted(TEMPLATES)}")
+        if self.limit < 0 or self.few_shot < 0:
+            raise ValueError(f"limit={self.limit} and few_shot={self.few_shot} must be >= 0")
+        if self.few_shot and not self.few_shot_file and self.dataset not in GENERATED:
+            raise ValueError(
+                f"few_shot={self.few_shot} needs --few-shot-file (e.g. the train split)"
+            )
+        bad = [k for k in self.k if not 1 <= k <= self.samples]
+        if not self.k or bad:
+            raise ValueError(
+                f"k={self.k} must be non-empty with 1 <= k <= samples={self.samples}; "
+                "raise --samples or drop those k"
+            )
 
 
 @dataclass

@@ -48,6 +48,14 @@ class EvalProtocol:
     n_samples: int = field(default=1, metadata={"help": "completions per prompt"})
     seed: int = field(default=0, metadata={"help": "seed of generation and the bootstrap"})
     k_values: tuple[int, ...] = field(default=(1,), metadata={"help": "k of the pass@k reported"})
+    model: str = field(default="", metadata={"help": "model evaluated (hub id or folder)"})
+    dataset: str = field(default="", metadata={"help": "benchmark recipe name"})
+    data_file: str = field(default="", metadata={"help": "rows file; empty = the recipe default"})
+    few_shot_file: str = field(
+        default="", metadata={"help": "file the few-shot examples come from"}
+    )
+    system_prompt: str = field(default="", metadata={"help": "system turn given to the model"})
+    remasking: str = field(default="low_confidence", metadata={"help": "sampler remasking rule"})
 
     def __post_init__(self) -> None:
         for name in ("gen_length", "steps", "block_length", "n_samples"):
