@@ -169,6 +169,8 @@ def test_bad_rows_fail_before_the_model_loads(
         (["--dataset", "gsm8k", "--samples", "2", "--k", "3"], "k=[3]"),
         (["--dataset", "gsm8k", "--template", "nope"], "template='nope'"),
         (["--dataset", "gsm8k", "--few-shot", "2"], "--few-shot-file"),
+        (["--dataset", "sudoku", "--data-file", "x.jsonl"], "drop --data-file"),
+        (["--dataset", "math500"], "pass --data-file"),
     ],
 )
 def test_benchmark_config_errors(

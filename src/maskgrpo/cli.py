@@ -67,9 +67,9 @@ def _eval(cfg: EvalConfig) -> None:
     result = run_eval(cfg)
     if isinstance(result, dict):  # a benchmark: result.json of the evaluation harness
         lo, hi = result["pass@1_bootstrap95"]
-        pass_k = ", ".join(f"pass@{k} {v:.3f}" for k, v in result["pass@k"].items())
+        pass_k = "".join(f", pass@{k} {v:.3f}" for k, v in result["pass@k"].items() if k != "1")
         _out(
-            f"{cfg.dataset}: pass@1 {result['pass@1']:.3f} (95% CI {lo:.3f}-{hi:.3f}), {pass_k}, "
+            f"{cfg.dataset}: pass@1 {result['pass@1']:.3f} (95% CI {lo:.3f}-{hi:.3f}){pass_k}, "
             f"mean reward {result['mean_reward']:.3f} over {result['n_prompts']} prompts x "
             f"{result['n_samples']} samples; results in {cfg.out_dir}"
         )

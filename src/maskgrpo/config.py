@@ -262,6 +262,13 @@ class EvalConfig(CommonConfig, ModelConfig, SamplingConfig):
             )
         if self.template and self.template not in TEMPLATES:
             raise ValueError(f"template={self.template!r}; choose one of {sorted(TEMPLATES)}")
+        if self.dataset in GENERATED and self.data_file:
+            raise ValueError(
+                f"dataset={self.dataset!r} is generated from --task-seed; drop "
+                f"--data-file {self.data_file!r}"
+            )
+        if self.dataset == "math500" and not self.data_file:
+            raise ValueError("dataset='math500' has no default source; pass --data-file rows.jsonl")
         if self.limit < 0 or self.few_shot < 0:
             raise ValueError(f"limit={self.limit} and few_shot={self.few_shot} must be >= 0")
         if self.few_shot and not self.few_shot_file and self.dataset not in GENERATED:
@@ -289,6 +296,12 @@ class DemoConfig(CommonConfig):
     gamma: float = _f(0.6, "Truncation of the mask ratios (MaskGRPO: 0.6 for text).")
     eval_prompts: int = _f(1000, "Held-out prompts evaluated before and after (greedy).")
     max_seconds: float = _f(300.0, "Wall-time budget of the MaskGRPO phase (seconds); 0 = none.")
+    image_sampler: str = _f(
+        "emerge", "Image rollouts: emerge (MaskGRPO, arXiv 2510.02880 Sec. 4) or maskgit."
+    )
+    guidance_scale: float = _f(
+        0.0, "Image classifier-free guidance w, (1+w) cond - w uncond (paper: 3-3.5); 0 = off."
+    )
 
     def validate(self) -> None:
         super().validate()

@@ -190,6 +190,12 @@ def sampler_settings_for(cfg: EvalConfig) -> SamplerSettings:
     )
 
 
+def _default_source(cfg: EvalConfig) -> str:
+    if cfg.dataset in GENERATED:
+        return f"generated(task_seed={cfg.task_seed})"
+    return "hub default of the recipe"
+
+
 def benchmark_protocol(cfg: EvalConfig, system: str) -> EvalProtocol:
     settings = sampler_settings_for(cfg)
     return EvalProtocol(
@@ -204,7 +210,7 @@ def benchmark_protocol(cfg: EvalConfig, system: str) -> EvalProtocol:
         k_values=tuple(cfg.k),
         model=cfg.model,
         dataset=cfg.dataset,
-        data_file=cfg.data_file,
+        data_file=cfg.data_file or _default_source(cfg),
         few_shot_file=cfg.few_shot_file if cfg.few_shot else "",
         system_prompt=system,
         remasking=settings.remasking,
