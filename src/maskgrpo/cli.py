@@ -40,12 +40,15 @@ def _sft(cfg: SFTConfig) -> None:
 
 
 def _train(cfg: TrainConfig) -> None:
+    from .trainer.distributed import is_main
     from .trainer.grpo import TrainingAborted
     from .trainer.interrupt import TrainingInterrupted
     from .trainer.run import run_train
 
     try:
-        _out(json.dumps(run_train(cfg), indent=2))
+        summary = run_train(cfg)
+        if is_main():  # one summary per launch, not one per process
+            _out(json.dumps(summary, indent=2))
     except TrainingInterrupted as stop:
         sys.stderr.write(f"maskgrpo train: {stop}\n")
         raise SystemExit(128 + stop.signum) from None

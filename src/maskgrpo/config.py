@@ -34,6 +34,9 @@ __all__ = [
 
 C = TypeVar("C")
 
+DTYPES = ("float32", "bfloat16", "float16")
+MIXED_PRECISION = ("no", "bf16")
+
 
 def _f(default: Any, help: str, *, const: Any = None, **kw: Any) -> Any:
     """A field with its help string; ``const`` lets ``--flag`` alone stand for that value."""
@@ -84,6 +87,17 @@ class ModelConfig:
     dim: int = _f(128, "Tiny model: width.")
     n_layers: int = _f(4, "Tiny model: transformer blocks.")
     n_heads: int = _f(4, "Tiny model: attention heads.")
+    trust_remote_code: bool = _f(
+        False, "Load models that ship their own code (LLaDA, Dream, MMaDA); review it first."
+    )
+    dtype: str = _f("float32", "Weights dtype of Hugging Face models: float32, bfloat16, float16.")
+    mask_token: str = _f(
+        "", "Hugging Face models: the mask token's string; empty = found on the tokenizer/config."
+    )
+
+    def validate_model(self) -> None:
+        if self.dtype not in DTYPES:
+            raise ValueError(f"dtype={self.dtype!r} is unknown; choose one of {list(DTYPES)}")
 
 
 @dataclass
@@ -100,6 +114,7 @@ class SFTConfig(CommonConfig, ModelConfig):
 
     def validate(self) -> None:
         super().validate()
+        self.validate_model()
         _positive(self, "steps", "batch_size", "lr", "log_every")
         if not 0 <= self.min_mask_ratio < 1:
             raise ValueError(f"min_mask_ratio={self.min_mask_ratio} must be in [0, 1)")
@@ -151,6 +166,19 @@ class TrainConfig(CommonConfig, ModelConfig, SamplingConfig):
     truncate_prompts: bool = _f(
         False, "Keep the last tokens of prompts longer than the model allows (else an error)."
     )
+    lora_r: int = _f(0, "LoRA rank of Hugging Face models (MaskGRPO: 128); 0 = full fine-tuning.")
+    lora_alpha: int = _f(64, "LoRA alpha (MaskGRPO: 64); the update is scaled by alpha / r.")
+    lora_targets: str = _f(
+        "llada",
+        "LoRA target layers: preset llada or llama, or comma-separated linear-layer names.",
+    )
+    gradient_checkpointing: bool = _f(
+        False, "Recompute each transformer block in backward (less memory, ~30% more time)."
+    )
+    mixed_precision: str = _f(
+        "no",
+        "no or bf16 (bf16 autocast on GPU only; float32 on CPU; log-softmax stays float32).",
+    )
     resume: str = _f(
         "",
         "Resume from a checkpoint: '--resume' alone or 'latest' = the newest in out_dir, or a "
@@ -163,6 +191,8 @@ class TrainConfig(CommonConfig, ModelConfig, SamplingConfig):
         self.validate_sampling()
         _positive(self, "steps", "prompts_per_step", "group_size", "mu", "lr", "log_every")
         _positive(self, "max_nonfinite_skips")
+        self.validate_model()
+        self.validate_scaling()
         if self.keep_checkpoints < 0:
             raise ValueError(f"keep_checkpoints={self.keep_checkpoints} must be >= 0 (0 = all)")
         if self.strategy not in STRATEGIES:
@@ -196,6 +226,28 @@ class TrainConfig(CommonConfig, ModelConfig, SamplingConfig):
                     f"but task {self.task} has {len(names)} reward functions {names}"
                 )
 
+    def validate_scaling(self) -> None:
+        """LoRA, checkpointing and precision fields (before any model is built)."""
+        from .lora import resolve_targets
+        from .policy import is_tiny_model
+
+        if self.mixed_precision not in MIXED_PRECISION:
+            raise ValueError(
+                f"mixed_precision={self.mixed_precision!r}; choose one of {MIXED_PRECISION}"
+            )
+        if self.lora_r < 0:
+            raise ValueError(f"lora_r={self.lora_r} must be >= 0 (0 = full fine-tuning)")
+        if self.lora_r == 0:
+            return
+        if not self.lora_alpha > 0:
+            raise ValueError(f"lora_alpha={self.lora_alpha} must be positive (MaskGRPO: 64)")
+        resolve_targets(self.lora_targets)
+        if is_tiny_model(self.model):
+            raise ValueError(
+                f"lora_r={self.lora_r} needs a Hugging Face model, not model={self.model!r}; "
+                "use --lora-r 0 for the built-in tiny model"
+            )
+
     @property
     def rollouts(self) -> int:
         return self.batch_size or self.prompts_per_step * self.group_size
@@ -214,6 +266,7 @@ class GenerateConfig(CommonConfig, ModelConfig, SamplingConfig):
     def validate(self) -> None:
         super().validate()
         self.validate_sampling()
+        self.validate_model()
         _positive(self, "num_prompts", "samples")
 
 
@@ -241,14 +294,11 @@ class EvalConfig(CommonConfig, ModelConfig, SamplingConfig):
     allow_unsafe_code: bool = _f(
         False, "Run code rewards with resource limits only when bubblewrap is unavailable."
     )
-    trust_remote_code: bool = _f(
-        False, "Load models that ship their own code (LLaDA, Dream, MMaDA); review it first."
-    )
-    dtype: str = _f("float32", "Weights dtype of Hugging Face models: float32, bfloat16, float16.")
 
     def validate(self) -> None:
         super().validate()
         self.validate_sampling()
+        self.validate_model()
         _positive(self, "num_prompts", "batch_size", "samples")
         if self.dataset:
             self.validate_benchmark()

@@ -1,10 +1,16 @@
-"""Building or loading the policy: the built-in tiny model with a character tokenizer."""
+"""Building or loading the policy: the built-in tiny model with a character tokenizer.
+
+Hugging Face models load through :func:`maskgrpo.models.hf.load_hf_policy`; a model name that
+is neither ``tiny`` nor a saved tiny-model folder (:func:`is_tiny_model`) is one of those.
+"""
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -13,7 +19,7 @@ from .models import TinyConfig, TinyDiffusionLM
 from .tokenizer import CharTokenizer
 from .tokens import TokenSpec
 
-__all__ = ["Policy", "load_policy", "resolve_device", "save_policy"]
+__all__ = ["Policy", "is_tiny_model", "load_policy", "resolve_device", "save_policy"]
 
 log = logging.getLogger(__name__)
 
@@ -21,8 +27,21 @@ log = logging.getLogger(__name__)
 @dataclass
 class Policy:
     model: nn.Module
-    tokenizer: CharTokenizer
+    tokenizer: Any  # CharTokenizer for the tiny model, a transformers tokenizer otherwise
     spec: TokenSpec
+
+
+def is_tiny_model(model: str) -> bool:
+    """``'tiny'`` or a folder saved by :func:`save_policy` (a character ``tokenizer.json``)."""
+    if model == "tiny":
+        return True
+    file = Path(model) / "tokenizer.json"
+    if not file.is_file():
+        return False
+    try:
+        return bool(json.loads(file.read_text()).get("type") == "char")
+    except (json.JSONDecodeError, AttributeError):
+        return False
 
 
 def resolve_device(name: str) -> torch.device:
@@ -91,9 +110,10 @@ def _build_tiny(cfg: TinyConfig, generator: torch.Generator | None) -> TinyDiffu
 
 
 def save_policy(policy: Policy, path: str | Path) -> None:
-    if not isinstance(policy.model, TinyDiffusionLM):
-        raise TypeError(
-            "save_policy handles the built-in tiny model; use save_pretrained for others"
-        )
-    policy.model.save_pretrained(path)
+    """The tiny model's folder, or ``save_pretrained`` of a Hugging Face model (with LoRA: the
+    adapter only, loadable with peft on top of the base model) and its tokenizer."""
+    save: Any = getattr(policy.model, "save_pretrained", None)
+    if not callable(save):
+        raise TypeError(f"{type(policy.model).__name__} has no save_pretrained; cannot save it")
+    save(path)
     policy.tokenizer.save_pretrained(path)

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from ..evaluation.metrics import wilson_interval
-from ..modality import SamplerSettings, TextModality
+from ..modality import Modality, SamplerSettings
 from ..rng import derive_generator
 from ..tasks import SyntheticTask
 
@@ -36,7 +36,7 @@ class TaskEval:
 @torch.inference_mode()
 def evaluate_task(
     model: nn.Module,
-    modality: TextModality,
+    modality: Modality,
     task: SyntheticTask,
     settings: SamplerSettings,
     *,

@@ -353,7 +353,7 @@ def _step_metrics(
         "tokens_scored": sum(s.tokens for s in stats),
         "skipped_updates": sum(s.skipped_updates for s in stats),
         "nonfinite_skips": sum(s.nonfinite for s in stats),
-        "rollout_hash": rollout_hash(rollout.sequences),
+        "rollout_hash": rollout_hash(dist.gather_rows(rollout.sequences)),  # all processes
         "lr": lr,
     }
     for name, values in rollout.rewards.per_function.items():

@@ -13,15 +13,22 @@ log = logging.getLogger(__name__)
 
 
 class RunLogger:
-    """Appends one JSON line per step to ``metrics.jsonl`` and mirrors scalars to TensorBoard."""
+    """Appends one JSON line per step to ``metrics.jsonl`` and mirrors scalars to TensorBoard.
 
-    def __init__(self, out_dir: str | Path, *, tensorboard: bool = True) -> None:
+    ``enabled=False`` (the non-main processes of a distributed run) writes nothing.
+    """
+
+    def __init__(
+        self, out_dir: str | Path, *, tensorboard: bool = True, enabled: bool = True
+    ) -> None:
         self.out_dir = Path(out_dir)
-        self.out_dir.mkdir(parents=True, exist_ok=True)
+        self.enabled = enabled
         self.metrics_path = self.out_dir / "metrics.jsonl"
         self.samples_path = self.out_dir / "samples.jsonl"
         self._tb: Any = None
-        if tensorboard:
+        if enabled:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+        if tensorboard and enabled:
             try:
                 from torch.utils.tensorboard import SummaryWriter
             except ImportError:
@@ -30,6 +37,8 @@ class RunLogger:
                 self._tb = SummaryWriter(str(self.out_dir / "tensorboard"))
 
     def log(self, metrics: dict[str, Any]) -> None:
+        if not self.enabled:
+            return
         with self.metrics_path.open("a") as fh:
             fh.write(json.dumps(metrics) + "\n")
         if self._tb is not None:
@@ -41,6 +50,8 @@ class RunLogger:
     def truncate(self, step: int) -> None:
         """Drop metrics and samples of steps after ``step`` (logged before a crash; resuming
         from a checkpoint at ``step`` logs them again)."""
+        if not self.enabled:
+            return
         for path in (self.metrics_path, self.samples_path):
             if not path.exists():
                 continue
@@ -54,6 +65,8 @@ class RunLogger:
     def samples(
         self, step: int, prompts: list[str], completions: list[str], rewards: list[Any]
     ) -> None:
+        if not self.enabled:
+            return
         with self.samples_path.open("a") as fh:
             for p, c, r in zip(prompts, completions, rewards, strict=True):
                 fh.write(

@@ -1,7 +1,9 @@
 """Entry points behind the command line: SFT, MaskGRPO training, generation, evaluation.
 
 Each takes one validated config and writes its outputs under ``cfg.out_dir``. The demo chains
-them (see :mod:`maskgrpo.demo`).
+them (see :mod:`maskgrpo.demo`). ``model`` is the built-in tiny model, a saved tiny-model folder,
+or a Hugging Face hub id / folder (:mod:`maskgrpo.trainer.hf_setup`). Under ``accelerate launch``
+training runs on every process and only the main process writes files.
 """
 
 from __future__ import annotations
@@ -21,11 +23,15 @@ import yaml
 from tqdm.auto import tqdm
 
 from ..config import EvalConfig, GenerateConfig, ModelConfig, SamplingConfig, SFTConfig, TrainConfig
+from ..lora import autocast_context, is_lora
 from ..modality import SamplerSettings, TextModality
-from ..policy import Policy, load_policy, resolve_device, save_policy
+from ..models.hf_modality import HFTextModality
+from ..models.tiny import TinyDiffusionLM
+from ..policy import Policy, is_tiny_model, load_policy, resolve_device, save_policy
 from ..rewards.combine import RewardSet
 from ..rng import derive_generator
 from ..tasks import SyntheticTask, make_task
+from . import distributed as dist
 from .checkpoint import (
     load_checkpoint,
     read_trainer_state,
@@ -44,6 +50,7 @@ from .grpo import (
     sampler_settings,
     train_grpo,
 )
+from .hf_setup import load_for_task, save_state
 from .inputs import fit_prompts
 from .interrupt import StopRequest, TrainingInterrupted, handle_signals
 from .outputs import RunLogger, plot_curves, read_metrics
@@ -58,7 +65,7 @@ log = logging.getLogger(__name__)
 class Setup:
     task: SyntheticTask
     policy: Policy
-    modality: TextModality
+    modality: TextModality | HFTextModality
     settings: SamplerSettings
     device: torch.device
 
@@ -74,6 +81,12 @@ def setup(
     """Task, policy, modality and sampler settings; checks the sequence fits the model."""
     task = make_task(task_name, seed=task_seed)
     device = resolve_device(device_name)
+    if not is_tiny_model(cfg.model):
+        policy, hf_modality, answer_tokens = load_for_task(
+            cfg, task, device, sampling.gen_length if sampling else 0
+        )
+        settings = sampler_settings_from(sampling or SamplingConfig(temperature=0.0), answer_tokens)
+        return Setup(task, policy, hf_modality, settings, device)
     gen_length = (sampling.gen_length if sampling else 0) or task.answer_chars + 1
     if gen_length <= task.answer_chars:
         raise ValueError(
@@ -132,7 +145,14 @@ def export_model(policy: Policy, out_dir: Path, name: str) -> Path:
 
 def run_sft(cfg: SFTConfig) -> dict[str, Any]:
     """SFT the policy on the task's train split; saves ``<out_dir>/model``."""
+    if not is_tiny_model(cfg.model):
+        raise ValueError(
+            f"maskgrpo sft trains the built-in tiny model, not model={cfg.model!r}; "
+            "use --model tiny or a saved tiny-model folder"
+        )
     s = setup(cfg, cfg.seed, cfg.task, cfg.task_seed, cfg.device, None)
+    if not isinstance(s.modality, TextModality):  # tiny models always get the text modality
+        raise TypeError(f"SFT needs the tiny model's text modality, not {type(s.modality)}")
     out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     _write_yaml(cfg, out / "sft_config.yaml")
@@ -177,32 +197,37 @@ def run_train(cfg: TrainConfig, *, policy: Policy | None = None) -> dict[str, An
     With ``cfg.resume`` the run continues from a checkpoint exactly where it stopped. SIGINT and
     SIGTERM stop it after the current inner update with a checkpoint (:class:`TrainingInterrupted`).
     """
+    device = _process_device(cfg.device)  # also joins an accelerate launch's process group
+    main = dist.is_main()  # only the main process writes files
     resume_from = resolve_checkpoint(cfg.resume, Path(cfg.out_dir)) if cfg.resume else None
     if resume_from is not None:
         cfg = reconcile_config(cfg, read_trainer_state(resume_from)["config"], resume_from)
-    s = setup(cfg, cfg.seed, cfg.task, cfg.task_seed, cfg.device, cfg)
+    s = setup(cfg, cfg.seed, cfg.task, cfg.task_seed, device, cfg)
     if policy is not None:
         s.policy = policy
         s.modality = TextModality(policy.tokenizer, policy.spec, s.modality.prompt_width)
     out = Path(cfg.out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    _write_yaml(dataclasses.replace(cfg, resume=""), out / "train_config.yaml")
-    rows = fit_prompts(
-        s.task.train, s.policy.tokenizer, s.modality.prompt_width, truncate=cfg.truncate_prompts
-    )
+    if main:
+        out.mkdir(parents=True, exist_ok=True)
+        _write_yaml(dataclasses.replace(cfg, resume=""), out / "train_config.yaml")
+    rows = s.task.train  # a Hugging Face modality's prompt width already fits every prompt
+    if isinstance(s.modality, TextModality):
+        width = s.modality.prompt_width
+        rows = fit_prompts(rows, s.policy.tokenizer, width, truncate=cfg.truncate_prompts)
     rewards = _reward_set(cfg, s.task)
     parts = build_parts(cfg, s.policy.model)  # the reference is the initial model, even on resume
     state = TrainState()
-    logger = RunLogger(out)
+    logger = RunLogger(out, enabled=main)
     if resume_from is not None:
         state = _resume(cfg, resume_from, s, parts, logger)
-    saver = _Saver(cfg, s.policy, parts, out)
+    saver = _Saver(cfg, s.policy, parts, out, enabled=main)
     if resume_from is not None:  # saving again at the same position would only duplicate it
         saver.last, saver.position = resume_from, state.position
-    bar = tqdm(total=cfg.steps, initial=state.step, desc="maskgrpo", disable=None)
+    bar = tqdm(total=cfg.steps, initial=state.step, desc="maskgrpo", disable=None if main else True)
     on_step = _step_callback(cfg, s, logger, bar, lambda: saver.save(state))
     t0 = time.time()
-    with handle_signals(StopRequest.from_env()) as stop:
+    precision = autocast_context(s.device, cfg.mixed_precision)
+    with handle_signals(StopRequest.from_env()) as stop, precision:
         try:
             history = train_grpo(
                 cfg,
@@ -224,13 +249,15 @@ def run_train(cfg: TrainConfig, *, policy: Policy | None = None) -> dict[str, An
     checkpoint = saver.save(state)
     if stop.signum:
         raise TrainingInterrupted(checkpoint, out, stop.signum, state.position)
-    final = export_model(s.policy, out, "final")
-    plot = plot_curves(
-        read_metrics(logger.metrics_path),
-        out / "reward_curve.png",
-        keys=("reward_mean", "kl", "clip_fraction"),
-        title=f"MaskGRPO on {s.task.name}",
-    )
+    final, plot = out / "checkpoints" / "final", out / "reward_curve.png"
+    if main:
+        final = export_model(s.policy, out, "final")
+        plot = plot_curves(
+            read_metrics(logger.metrics_path),
+            plot,
+            keys=("reward_mean", "kl", "clip_fraction"),
+            title=f"MaskGRPO on {s.task.name}",
+        )
     return {
         "steps": state.step,
         "seconds": time.time() - t0,
@@ -240,6 +267,22 @@ def run_train(cfg: TrainConfig, *, policy: Policy | None = None) -> dict[str, An
         "plot": str(plot),
         "final_reward": history[-1]["reward_mean"] if history else None,
     }
+
+
+def _process_device(name: str) -> str:
+    """This process's device: with several processes, ``auto`` is the one accelerate assigns."""
+    acc = dist.accelerator()
+    if acc is None:
+        return name
+    world = dist.rank_world()[1]
+    if name == "auto":
+        return str(acc.device)
+    if torch.device(name).type == "cuda" and world > 1:
+        raise ValueError(
+            f"device={name!r} would put all {world} processes on one GPU; use device=auto "
+            "(each process gets the GPU accelerate assigns it)"
+        )
+    return name
 
 
 def _reward_set(cfg: TrainConfig, task: SyntheticTask) -> RewardSet:
@@ -257,7 +300,10 @@ def _resume(
 ) -> TrainState:
     """Load ``folder`` into the model and ``parts``; drop metrics logged after it."""
     saved_lr = read_trainer_state(folder)["config"]["lr"]
-    state = load_checkpoint(folder, model=s.policy.model, parts=parts, modality=s.modality)
+    lora = is_lora(s.policy.model)  # with LoRA the checkpoint holds the adapter tensors only
+    state = load_checkpoint(
+        folder, model=s.policy.model, parts=parts, modality=s.modality, strict=not lora
+    )
     if cfg.lr != saved_lr:
         set_learning_rate(parts, cfg.lr)
         log.info("learning rate changed on resume: %s -> %s", saved_lr, cfg.lr)
@@ -269,18 +315,23 @@ def _resume(
 class _Saver:
     """Saves checkpoints of this run, once per position."""
 
-    def __init__(self, cfg: TrainConfig, policy: Policy, parts: TrainParts, out: Path) -> None:
+    def __init__(
+        self, cfg: TrainConfig, policy: Policy, parts: TrainParts, out: Path, *, enabled: bool
+    ) -> None:
         self.cfg, self.policy, self.parts, self.root = cfg, policy, parts, out / "checkpoints"
+        self.enabled = enabled  # False on the non-main processes of a distributed run
         self.last: Path | None = None
         self.position: tuple[int, int] | None = None
 
     def save(self, state: TrainState) -> Path:
         if self.last is not None and self.position == state.position:
             return self.last
+        if not self.enabled:
+            return self.root
         self.last = save_checkpoint(
             self.root,
             state,
-            write_model=lambda folder: save_policy(self.policy, folder),
+            write_model=self._write_model,
             parts=self.parts,
             config=dataclasses.asdict(self.cfg),
             rows_per_step=self.cfg.rollouts // self.cfg.group_size,
@@ -288,6 +339,12 @@ class _Saver:
         )
         self.position = state.position
         return self.last
+
+    def _write_model(self, folder: Path) -> None:
+        if isinstance(self.policy.model, TinyDiffusionLM):
+            save_policy(self.policy, folder)  # the folder also loads as a model
+        else:
+            save_state(self.policy.model, folder)
 
 
 def _step_callback(
@@ -311,6 +368,7 @@ def _step_callback(
                 seed=cfg.seed,
             )
             metrics["heldout_accuracy"] = ev.accuracy
+        metrics["world_size"] = dist.rank_world()[1]
         if step % cfg.log_every == 0:
             logger.log(metrics)
         if cfg.sample_every and step % cfg.sample_every == 0:

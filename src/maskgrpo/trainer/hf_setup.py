@@ -1,0 +1,149 @@
+"""Hugging Face policies in the trainer: load, fit a synthetic task, LoRA, checkpoint state.
+
+:func:`load_for_task` turns ``--model <hub id or folder>`` into the policy, modality and answer
+length the loop needs: the model and token spec from :func:`maskgrpo.models.hf.load_hf_policy`,
+chat-templated prompts of one fixed width (the longest prompt of the task, so every row fits
+and rollouts do not depend on batch composition), and -- for ``maskgrpo train`` -- LoRA
+(MaskGRPO, arXiv 2510.02880: r=128, alpha=64) and gradient checkpointing.
+
+A synthetic task works with any tokenizer that encodes its characters and decodes them back
+unchanged; the check runs before training. Checkpoints hold the trainable tensors only with
+LoRA (the base weights are the hub's), the whole state dict otherwise.
+
+Left out: SFT of Hugging Face models, and benchmark datasets as training tasks.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import save_file
+from torch import nn
+
+from ..config import ModelConfig, TrainConfig
+from ..lora import apply_lora, enable_gradient_checkpointing, is_lora
+from ..models.hf import load_hf_policy
+from ..models.hf_modality import HFTextModality
+from ..policy import Policy
+from ..rng import derive_generator
+from ..tasks import SyntheticTask
+
+__all__ = ["TORCH_DTYPES", "check_encodable", "load_for_task", "prepare_model", "save_state"]
+
+log = logging.getLogger(__name__)
+
+TORCH_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+_LENGTH_KEYS = ("max_position_embeddings", "max_sequence_length", "n_positions")
+
+
+def _ids(tokenizer: Any, text: str) -> list[int]:
+    return [int(i) for i in tokenizer(text, add_special_tokens=False)["input_ids"]]
+
+
+def check_encodable(tokenizer: Any, task: SyntheticTask, model: str) -> None:
+    """Raise when the tokenizer cannot round-trip the task's characters or sample answers."""
+    texts = list(task.alphabet) + [r["answer"] for r in task.train[:32]]
+    bad = sorted(
+        {t for t in texts if tokenizer.decode(_ids(tokenizer, t), skip_special_tokens=True) != t}
+    )
+    if bad:
+        raise ValueError(
+            f"the tokenizer of model={model!r} does not encode and decode {bad[:8]} of task "
+            f"{task.name} unchanged; pick a model whose vocabulary covers {task.alphabet!r}"
+        )
+
+
+def _context_limit(model: nn.Module) -> int | None:
+    config = getattr(model, "config", None)
+    for key in _LENGTH_KEYS:
+        value = getattr(config, key, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    return None
+
+
+def prepare_model(cfg: TrainConfig, model: nn.Module) -> nn.Module:
+    """LoRA when ``lora_r > 0`` (adapter A from the run's seed), then gradient checkpointing."""
+    if cfg.lora_r > 0:
+        model = apply_lora(
+            model,
+            r=cfg.lora_r,
+            alpha=cfg.lora_alpha,
+            targets=cfg.lora_targets,
+            generator=derive_generator(cfg.seed, "lora"),
+        )
+    elif cfg.dtype != "float32":
+        log.warning(
+            "full fine-tuning with dtype=%s keeps AdamW state in %s; float32 weights with "
+            "mixed_precision=bf16 are more accurate",
+            cfg.dtype,
+            cfg.dtype,
+        )
+    if cfg.gradient_checkpointing:
+        blocks = enable_gradient_checkpointing(model)
+        log.info("gradient checkpointing on %d blocks", blocks)
+    return model
+
+
+def load_for_task(
+    cfg: ModelConfig, task: SyntheticTask, device: torch.device, gen_length: int
+) -> tuple[Policy, HFTextModality, int]:
+    """Policy, modality and answer length in tokens of ``task`` for Hugging Face ``cfg.model``.
+
+    ``gen_length`` 0 means the longest answer in tokens plus one (end of sequence).
+    """
+    hf = load_hf_policy(
+        cfg.model,
+        trust_remote_code=cfg.trust_remote_code,
+        dtype=TORCH_DTYPES[cfg.dtype],
+        device=device,
+        mask_token=cfg.mask_token or None,
+    )
+    tokenizer = hf.tokenizer
+    check_encodable(tokenizer, task, cfg.model)
+    rows = task.train + task.heldout
+    probe = HFTextModality(tokenizer, hf.spec, 1)
+    width = max(len(probe.prompt_ids(r["prompt"])) for r in rows)
+    answer_tokens = max(len(_ids(tokenizer, r["answer"])) for r in rows)
+    gen_length = gen_length or answer_tokens + 1
+    if gen_length <= answer_tokens:
+        raise ValueError(
+            f"gen_length={gen_length} cannot hold the {task.name} answers ({answer_tokens} "
+            f"tokens of this tokenizer) plus EOS; use gen_length >= {answer_tokens + 1} or 0"
+        )
+    limit = _context_limit(hf.model)
+    if limit is not None and width + gen_length > limit:
+        raise ValueError(
+            f"prompts ({width} tokens with the chat template) + gen_length ({gen_length}) "
+            f"exceed the model's {limit} positions; lower gen_length"
+        )
+    model = hf.model
+    if getattr(model.config, "use_cache", None):  # no KV cache: every pass sees the whole
+        model.config.use_cache = False  # sequence, and checkpointed blocks must not append to one
+    if isinstance(cfg, TrainConfig):
+        model = prepare_model(cfg, model)
+    log.info("task %s: prompt width %d, answers up to %d tokens", task.name, width, answer_tokens)
+    return (
+        Policy(model, tokenizer, hf.spec),
+        HFTextModality(tokenizer, hf.spec, width),
+        answer_tokens,
+    )
+
+
+def save_state(model: nn.Module, folder: Path) -> None:
+    """``model.safetensors``: the trainable tensors with LoRA, else the whole state dict.
+
+    Tensors are copied to the CPU first, so tied weights are saved as separate tensors.
+    """
+    if is_lora(model):
+        names = {n for n, p in model.named_parameters() if p.requires_grad}
+        state = {n: t for n, t in model.state_dict().items() if n in names}
+    else:
+        state = model.state_dict()
+    folder.mkdir(parents=True, exist_ok=True)
+    tensors = {n: t.detach().to("cpu", copy=True).contiguous() for n, t in state.items()}
+    save_file(tensors, str(folder / "model.safetensors"))
