@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -86,17 +87,24 @@ def test_single_process_helpers_are_identities() -> None:
     assert dist.accelerator() is None
 
 
-def _launch(out: Path, script: Path, processes: int) -> None:
+def _launch(
+    out: Path, script: Path | None, processes: int, args: list[str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """``script out`` (or ``-m maskgrpo.cli args`` when ``script`` is None) on 1 or N processes."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "ACCELERATE_USE_CPU": "1"}
+    cli = ["-m", "maskgrpo.cli", *(args or [])]
+    target = [str(script), str(out)] if script is not None else cli
     if processes == 1:
-        cmd = [sys.executable, str(script), str(out)]
+        cmd = [sys.executable, *target]
     else:
         accelerate = Path(sys.executable).with_name("accelerate")
         cmd = [str(accelerate), "launch", "--multi_gpu", "--num_processes", str(processes)]
         cmd += ["--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
-        cmd += ["--main_process_port", "29533", str(script), str(out)]
+        port = "29533" if script is not None else "29534"
+        cmd += ["--main_process_port", port, *target]
     done = subprocess.run(cmd, env=env, cwd=REPO, capture_output=True, text=True, timeout=240)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
+    return done
 
 
 def test_two_gloo_processes_match_one_process(tmp_path: Path) -> None:
@@ -113,3 +121,32 @@ def test_two_gloo_processes_match_one_process(tmp_path: Path) -> None:
     assert torch.equal(single["seqs"], torch.cat([r["seqs"] for r in ranks]))  # same tokens
     for r in ranks:
         assert abs(r["loss"] - single["loss"]) < 1e-5  # same first-step loss (global)
+
+
+TRAIN = "train --steps 1 --prompts-per-step 2 --group-size 2 --mu 1 --beta 0.01 --dim 32 "
+TRAIN += "--n-layers 1 --n-heads 2 --lr 1e-2 --sample-every 1 --save-every 1 --out-dir"
+
+
+def test_cli_train_under_accelerate_launch_matches_one_process(tmp_path: Path) -> None:
+    """``accelerate launch -m maskgrpo.cli train`` unchanged: 2 processes, 1 writer, same step.
+
+    ``mu=1``: the logged loss is the one before any optimizer step. (After one, Adam's first
+    update divides the near-zero KL gradient by its own magnitude, which amplifies rounding
+    differences between the wrapped full-logits and the trunk/head log-prob paths.)
+    """
+    one, two = tmp_path / "one", tmp_path / "two"
+    _launch(one, None, 1, [*TRAIN.split(), str(one)])
+    done = _launch(two, None, 2, [*TRAIN.split(), str(two)])
+    single = [json.loads(line) for line in (one / "metrics.jsonl").read_text().splitlines()]
+    multi = [json.loads(line) for line in (two / "metrics.jsonl").read_text().splitlines()]
+    assert len(single) == len(multi) == 1  # one line per step: one writer
+    assert single[0]["world_size"] == 1 and multi[0]["world_size"] == 2  # 2 processes ran
+    assert multi[0]["rollout_hash"] == single[0]["rollout_hash"]  # the same rollout tokens
+    assert abs(multi[0]["loss"] - single[0]["loss"]) < 1e-5
+    assert abs(multi[0]["kl"] - single[0]["kl"]) < 1e-6
+    assert done.stdout.count('"steps": 1') == 1  # the summary printed once, by the main process
+    samples = (two / "samples.jsonl").read_text().splitlines()
+    assert len(samples) == len((one / "samples.jsonl").read_text().splitlines()) == 2
+    assert sorted(p.name for p in (two / "checkpoints").iterdir()) == sorted(
+        p.name for p in (one / "checkpoints").iterdir()
+    )
