@@ -213,6 +213,11 @@ def run_image_demo(
     )
     say(f"SFT: {sft_steps} steps in {time.time() - t0:.0f} s, last loss {losses[-1]:.3f}")
     train_cfg = image_train_config(cfg, recipe, modality.num_tokens)
+    log.info(
+        "image recipe: %s re-masking, gamma %.1f (DemoConfig.estimator/gamma are the text demo's)",
+        train_cfg.strategy,
+        train_cfg.gamma,
+    )
     settings = SamplerSettings(
         modality.num_tokens, recipe.steps, modality.num_tokens, 1.0, modality.sampling.sampler
     )
