@@ -173,7 +173,7 @@ class TrainConfig(CommonConfig, ModelConfig, SamplingConfig):
         "LoRA target layers: preset llada or llama, or comma-separated linear-layer names.",
     )
     gradient_checkpointing: bool = _f(
-        False, "Recompute each transformer block in backward (less memory, ~30% more time)."
+        False, "Recompute each transformer block in backward (less memory, one more forward)."
     )
     mixed_precision: str = _f(
         "no",
