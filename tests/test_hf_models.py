@@ -150,3 +150,22 @@ def test_offline_error_is_one_line_and_fast() -> None:
     assert "HF_HUB_OFFLINE" in line[0] and "no-such-org/no-such-model" in line[0]
     assert "\n" not in line[0] and "Traceback" not in out.stderr
     assert elapsed < 15, elapsed  # no retry storm (import time dominates)
+
+
+def test_cli_trains_a_hugging_face_folder_with_lora_and_resumes(
+    llama_dir: Path, tmp_path: Path
+) -> None:
+    from maskgrpo.cli import main
+
+    out = tmp_path / "run"
+    args = ["train", "--model", str(llama_dir), "--lora-r", "4", "--lora-alpha", "8"]
+    args += ["--lora-targets", "llama", "--prompts-per-step", "2", "--group-size", "2"]
+    args += ["--mu", "2", "--device", "cpu", "--gradient-checkpointing", "true"]
+    args += ["--save-every", "1", "--out-dir", str(out)]
+    assert main([*args, "--steps", "1"]) == 0
+    assert (out / "checkpoints" / "final" / "adapter_model.safetensors").is_file()
+    assert main([*args, "--steps", "2", "--resume"]) == 0
+    steps = [json.loads(line)["step"] for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert steps == [1, 2]
+    with pytest.raises(SystemExit):  # the task's '.' is not in this tokenizer: a clear error
+        main(["train", "--model", str(llama_dir), "--task", "sudoku4", "--out-dir", str(out)])

@@ -122,8 +122,9 @@ def load_for_task(
             f"exceed the model's {limit} positions; lower gen_length"
         )
     model = hf.model
-    if getattr(model.config, "use_cache", None):  # no KV cache: every pass sees the whole
-        model.config.use_cache = False  # sequence, and checkpointed blocks must not append to one
+    config: Any = getattr(model, "config", None)
+    if getattr(config, "use_cache", None):  # no KV cache: every pass sees the whole sequence,
+        config.use_cache = False  # and checkpointed blocks must not append to one
     if isinstance(cfg, TrainConfig):
         model = prepare_model(cfg, model)
     log.info("task %s: prompt width %d, answers up to %d tokens", task.name, width, answer_tokens)
