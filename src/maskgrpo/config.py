@@ -214,6 +214,8 @@ class TrainConfig(CommonConfig, ModelConfig, SamplingConfig):
                 f"batch_size={self.batch_size} is not divisible by group_size={self.group_size}; "
                 f"use a multiple of {self.group_size} (or 0 for prompts_per_step * group_size)"
             )
+        _non_negative(self, "sample_every", "save_every", "eval_every", "max_seconds")
+        _positive(self, "eval_prompts")
         if self.micro_batch_size < 0:
             raise ValueError(f"micro_batch_size={self.micro_batch_size} must be >= 0")
         if self.reward_weights:  # checked here so the error comes before any model is built
@@ -345,7 +347,9 @@ class DemoConfig(CommonConfig):
     grpo_steps: int = _f(600, "Upper bound on MaskGRPO steps.")
     gamma: float = _f(0.6, "Truncation of the mask ratios (MaskGRPO: 0.6 for text).")
     eval_prompts: int = _f(1000, "Held-out prompts evaluated before and after (greedy).")
-    max_seconds: float = _f(300.0, "Wall-time budget of the MaskGRPO phase (seconds); 0 = none.")
+    max_seconds: float = _f(
+        540.0, "Wall-time budget of the whole demo (seconds); MaskGRPO gets what is left; 0 = none."
+    )
     image_sampler: str = _f(
         "emerge", "Image rollouts: emerge (MaskGRPO, arXiv 2510.02880 Sec. 4) or maskgit."
     )
@@ -362,6 +366,13 @@ class DemoConfig(CommonConfig):
         if not 0 < self.sft_target <= 1:
             raise ValueError(f"sft_target={self.sft_target} must be in (0, 1]")
         _positive(self, "sft_max_steps", "grpo_steps", "eval_prompts")
+        _non_negative(self, "max_seconds")
+
+
+def _non_negative(cfg: Any, *names: str) -> None:
+    for name in names:
+        if not getattr(cfg, name) >= 0:  # also rejects NaN
+            raise ValueError(f"{name}={getattr(cfg, name)} must be >= 0 (0 = off)")
 
 
 def _positive(cfg: Any, *names: str) -> None:
@@ -396,6 +407,8 @@ def load_config(cls: type[C], path: str | Path | None = None, **overrides: Any) 
     """Build ``cls`` from a YAML file and keyword overrides, then validate it."""
     values: dict[str, Any] = {}
     if path is not None:
+        if not Path(path).is_file():
+            raise ValueError(f"config file {path} does not exist; check the --config path")
         data = yaml.safe_load(Path(path).read_text()) or {}
         if not isinstance(data, dict):
             raise ValueError(f"{path} must hold a mapping of config fields")
