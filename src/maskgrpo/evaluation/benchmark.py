@@ -291,7 +291,11 @@ def load_generator(cfg: EvalConfig, rows: Sequence[Row], system: str) -> Benchma
         raise ValueError(f"dtype={cfg.dtype!r} is unknown; choose one of {sorted(_DTYPES)}")
     device = resolve_device(cfg.device)
     policy = load_hf_policy(
-        cfg.model, trust_remote_code=cfg.trust_remote_code, dtype=_DTYPES[cfg.dtype], device=device
+        cfg.model,
+        trust_remote_code=cfg.trust_remote_code,
+        dtype=_DTYPES[cfg.dtype],
+        device=device,
+        mask_token=cfg.mask_token or None,
     )
     probe = HFTextModality(policy.tokenizer, policy.spec, 1, system_prompt=system or None)
     prefix = "" if probe.use_chat_template or not system else system + "\n\n"
