@@ -60,9 +60,13 @@ class TextModality:
         self.prompt_width = prompt_width
         self.vocab_range: tuple[int, int] | None = None
 
+    def prompt_ids(self, prompt: str) -> list[int]:
+        """Token ids of one prompt."""
+        return list(self.tokenizer.encode(prompt))
+
     def encode_prompts(self, prompts: list[str], device: torch.device) -> Tensor:
         """``(B, prompt_width)`` ids, left-padded with the pad id."""
-        rows = [self.tokenizer.encode(p) for p in prompts]
+        rows = [self.prompt_ids(p) for p in prompts]
         longest = max(len(r) for r in rows)
         if longest > self.prompt_width:
             raise ValueError(

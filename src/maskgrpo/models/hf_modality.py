@@ -13,23 +13,21 @@ sampling code, which pads with its end-of-sequence token.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
-import torch
-from torch import Tensor, nn
+from torch import Tensor
 
-from ..modality import SamplerSettings
-from ..sampling.llada import generate
+from ..modality import TextModality
 from ..tokens import TokenSpec
 
 __all__ = ["HFTextModality"]
 
 
-class HFTextModality:
-    """Prompts through ``tokenizer``'s chat template, completions of ``gen_length`` after them."""
+class HFTextModality(TextModality):
+    """Prompts through ``tokenizer``'s chat template, completions of ``gen_length`` after them.
 
-    per_row_generators = True  # rollout() accepts one generator per row (process-invariant)
+    Padding, the prompt-width check and sampling are :class:`TextModality`'s.
+    """
 
     def __init__(
         self,
@@ -42,10 +40,7 @@ class HFTextModality:
     ) -> None:
         if prompt_width < 1:
             raise ValueError(f"prompt_width={prompt_width} must be >= 1")
-        self.tokenizer = tokenizer
-        self.spec = spec
-        self.prompt_width = prompt_width
-        self.vocab_range: tuple[int, int] | None = None
+        super().__init__(tokenizer, spec, prompt_width)
         self.use_chat_template = use_chat_template and bool(
             getattr(tokenizer, "chat_template", None)
         )
@@ -64,38 +59,6 @@ class HFTextModality:
         else:
             ids = self.tokenizer(prompt, add_special_tokens=True)["input_ids"]
         return [int(i) for i in ids]
-
-    def encode_prompts(self, prompts: list[str], device: torch.device) -> Tensor:
-        """``(B, prompt_width)`` ids, left-padded with the pad id."""
-        rows = [self.prompt_ids(p) for p in prompts]
-        longest = max(len(r) for r in rows)
-        if longest > self.prompt_width:
-            raise ValueError(
-                f"a prompt of {longest} tokens exceeds prompt_width={self.prompt_width}; "
-                "raise the width or shorten the prompt"
-            )
-        ids = [[self.spec.pad_id] * (self.prompt_width - len(r)) + r for r in rows]
-        return torch.tensor(ids, dtype=torch.long, device=device)
-
-    def rollout(
-        self,
-        model: nn.Module,
-        prompt_ids: Tensor,
-        settings: SamplerSettings,
-        generator: torch.Generator | Sequence[torch.Generator],
-    ) -> Tensor:
-        """Full sequences ``(B, prompt_width + gen_length)``; one generator or one per row."""
-        return generate(
-            model,
-            prompt_ids,
-            mask_id=self.spec.mask_id,
-            gen_length=settings.gen_length,
-            steps=settings.steps,
-            block_length=settings.block_length,
-            temperature=settings.temperature,
-            remasking=settings.remasking,
-            generator=generator,
-        ).sequences
 
     def decode(self, completions: Tensor) -> list[str]:
         """Text of each completion up to its first end-of-sequence token."""
