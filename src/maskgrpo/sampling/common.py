@@ -14,7 +14,14 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-__all__ = ["Generators", "cosine_schedule", "emerge_reveal", "gumbel_sample", "uniform"]
+__all__ = [
+    "Generators",
+    "cosine_schedule",
+    "emerge_reveal",
+    "gumbel_noise",
+    "gumbel_sample",
+    "uniform",
+]
 
 Generators = torch.Generator | Sequence[torch.Generator] | None
 
@@ -38,6 +45,12 @@ def uniform(
     return torch.stack(rows) if rows else torch.empty(shape, dtype=dtype, device=device)
 
 
+def gumbel_noise(shape: torch.Size, generator: Generators, device: torch.device) -> Tensor:
+    """Standard Gumbel noise in float64, ``-log(-log(u))`` with both logs kept finite."""
+    u = uniform(shape, generator, dtype=torch.float64, device=device)
+    return -torch.log((-torch.log(u.clamp_min(1e-300))).clamp_min(1e-300))
+
+
 def gumbel_sample(
     logits: Tensor, temperature: float, generator: Generators
 ) -> tuple[Tensor, Tensor]:
@@ -54,9 +67,7 @@ def gumbel_sample(
     if temperature == 0:
         tokens = logits64.argmax(dim=-1)
     else:
-        u = uniform(logits64.shape, generator, dtype=torch.float64, device=logits.device)
-        neg_log_u = (-torch.log(u.clamp_min(1e-300))).clamp_min(1e-300)  # Exp(1), > 0
-        gumbel = -torch.log(neg_log_u)
+        gumbel = gumbel_noise(logits64.shape, generator, logits.device)
         tokens = (logits64 / temperature + gumbel).argmax(dim=-1)
     probs = torch.softmax(logits64, dim=-1).gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
     return tokens, probs.float()

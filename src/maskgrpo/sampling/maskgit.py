@@ -18,7 +18,7 @@ import torch
 from torch import Tensor
 
 from ..image.guidance import LogitsFn, with_guidance
-from .common import gumbel_sample
+from .common import gumbel_noise, gumbel_sample
 from .emerge import check_sampler_args, masked_logits
 
 __all__ = ["MaskGITResult", "maskgit_schedule", "sample"]
@@ -53,12 +53,6 @@ def maskgit_schedule(num_tokens: int, steps: int) -> list[int]:
     return out
 
 
-def _gumbel(shape: torch.Size, generator: torch.Generator, device: torch.device) -> Tensor:
-    """Standard Gumbel noise in float64: ``-log(-log(u))``, both logs kept finite."""
-    u = torch.rand(shape, dtype=torch.float64, device=device, generator=generator)
-    return -torch.log((-torch.log(u.clamp_min(1e-300))).clamp_min(1e-300))
-
-
 @torch.inference_mode()
 def sample(
     logits_fn: LogitsFn,
@@ -91,7 +85,7 @@ def sample(
         logits = masked_logits(guided, codes, mask_id).double()  # (B, N, K)
         tokens, _ = gumbel_sample(logits, temperature, generator)  # (B, N)
         logp = torch.log_softmax(logits, -1).gather(-1, tokens[..., None])[..., 0]  # (B, N)
-        conf = logp + noise_scale * (1.0 - s / steps) * _gumbel(logp.shape, generator, dev)
+        conf = logp + noise_scale * (1.0 - s / steps) * gumbel_noise(logp.shape, generator, dev)
         conf = conf.masked_fill(~masked, float("inf"))  # known tokens are never re-masked
         rank = conf.argsort(dim=-1, stable=True).argsort(dim=-1)  # (B, N) 0 = least confident
         keep_masked = rank < left
