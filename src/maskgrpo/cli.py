@@ -121,6 +121,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         cfg: Any = config_from_args(cls, args)
     except ValueError as err:
         parser.exit(2, f"maskgrpo {args.command}: error: {err}\n")
+    if getattr(cfg, "threads", 0) > 0:
+        import torch
+
+        torch.set_num_threads(cfg.threads)
     try:
         run(cfg)
     except ValueError as err:

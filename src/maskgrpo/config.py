@@ -53,10 +53,13 @@ class CommonConfig:
     device: str = _f("auto", "'cpu', 'cuda', 'cuda:1' or 'auto' (CUDA when available).")
     task: str = _f("running_sums", "Synthetic task: running_sums (left-to-right) or sudoku4.")
     task_seed: int = _f(0, "Seed of the task's train/held-out split.")
+    threads: int = _f(0, "torch CPU threads; 0 = torch's default (one per core).")
 
     def validate(self) -> None:
         from .tasks import TASKS
 
+        if self.threads < 0:
+            raise ValueError(f"threads={self.threads} must be >= 0 (0 = torch's default)")
         if self.task not in TASKS:
             raise ValueError(f"task={self.task!r} is unknown; choose one of {sorted(TASKS)}")
 
@@ -340,6 +343,7 @@ class DemoConfig(CommonConfig):
     """SFT a tiny model to a partly-correct base, then MaskGRPO; accuracy before and after."""
 
     out_dir: str = _f("runs/demo", "Output directory.")
+    threads: int = _f(1, "torch CPU threads; the tiny model is fastest on one (0 = one per core).")
     estimator: str = _f("fading", f"Re-masking estimator for GRPO: {', '.join(STRATEGIES)}.")
     modality: str = _f("text", "text (the running-sums task).")
     sft_target: float = _f(0.2, "SFT stops once greedy accuracy on 500 train prompts reaches this.")
