@@ -147,7 +147,7 @@ def run_demo(cfg: DemoConfig, say: Callable[[str], None]) -> dict[str, Any]:
         out / "heldout_accuracy.png",
         keys=("heldout_accuracy",),
         smooth=1,
-        title="held-out accuracy (200 prompts, greedy) during MaskGRPO",
+        title="MaskGRPO: held-out accuracy\n(200 prompts, greedy)",
     )
     summary = {
         "task": task.name,
