@@ -8,7 +8,8 @@
 3. GenEval-style evaluation on held-out specs (one image per prompt, fixed seeds), with 95%
    Wilson intervals; rollout diversity of emerge vs MaskGIT at the base model.
 4. MaskGRPO (random re-masking, truncation 0.8, emerge rollouts, reward = partial GenEval
-   reward + full GenEval verdict), then the same evaluation; ``summary.json`` and a PNG grid of
+   reward + full GenEval verdict) for what is left of ``max_seconds`` (the whole demo's budget,
+   minus a reserve for the final evaluation), then the same evaluation; ``summary.json`` and a PNG grid of
    the same prompts before (top row) and after (bottom row).
 
 Recipe choices: 24x24 images keep the sequence short (36 image tokens, about 10 prompt words);
@@ -62,8 +63,8 @@ class ImageRecipe:
     dim: int = 96
     n_layers: int = 3
     n_heads: int = 4
-    sft_steps: int = 1200
-    sft_batch: int = 64
+    sft_steps: int = 1500
+    sft_batch: int = 32
     sft_lr: float = 2e-3
     cond_dropout: float = 0.1
     steps: int = 12  # sampler steps (MaskGRPO: 12 in training)
@@ -96,7 +97,7 @@ def image_train_config(cfg: DemoConfig, recipe: ImageRecipe, num_tokens: int) ->
         diffusion_steps=recipe.steps,
         block_length=num_tokens,
         max_grad_norm=1.0,
-        max_seconds=cfg.max_seconds,
+        max_seconds=0.0,  # set from the whole-demo budget once SFT and the base eval ran
         sample_every=0,
     )
 
@@ -184,6 +185,19 @@ def _diversity(
     return out
 
 
+def _grpo_budget(total: float, elapsed: float, eval_seconds: float) -> float:
+    """MaskGRPO gets the whole-demo budget minus what has run and the final evaluation."""
+    if total <= 0:
+        return 0.0  # no limit
+    left = total - elapsed - 1.5 * eval_seconds - 5.0  # margin for the grid and summary
+    if left <= 0:
+        log.warning(
+            "max_seconds=%s is spent before MaskGRPO (%.0f s); running one step", total, elapsed
+        )
+        return 1e-3  # train_grpo stops after its first step
+    return left
+
+
 def run_image_demo(
     cfg: DemoConfig, say: Callable[[str], None], recipe: ImageRecipe | None = None
 ) -> dict[str, Any]:
@@ -210,6 +224,8 @@ def run_image_demo(
         lr=recipe.sft_lr,
         seed=cfg.seed,
         cond_dropout=recipe.cond_dropout,
+        log_every=250,
+        on_log=lambda step, loss: log.info("SFT step %d loss %.3f", step, loss),
     )
     say(f"SFT: {sft_steps} steps in {time.time() - t0:.0f} s, last loss {losses[-1]:.3f}")
     train_cfg = image_train_config(cfg, recipe, modality.num_tokens)
@@ -221,7 +237,9 @@ def run_image_demo(
     settings = SamplerSettings(
         modality.num_tokens, recipe.steps, modality.num_tokens, 1.0, modality.sampling.sampler
     )
+    t0 = time.time()
     base = evaluate_images(model, modality, eval_specs, settings, world=world, seed=cfg.seed)
+    eval_seconds = time.time() - t0
     say(_report("base ", base))
     diversity = _diversity(
         model,
@@ -241,6 +259,7 @@ def run_image_demo(
     rewards = RewardSet(
         [make_geneval_reward(world, partial=True), make_geneval_reward(world)], [1.0, 1.0]
     )
+    train_cfg.max_seconds = _grpo_budget(cfg.max_seconds, time.time() - started, eval_seconds)
     t0 = time.time()
     history = train_grpo(
         train_cfg,
