@@ -85,9 +85,14 @@ def _eval(cfg: EvalConfig) -> None:
 
 
 def _demo(cfg: DemoConfig) -> None:
-    from .demo import run_demo
+    if cfg.modality == "image":
+        from .image.demo import run_image_demo
 
-    run_demo(cfg, say=_out)
+        run_image_demo(cfg, say=_out)
+    else:
+        from .demo import run_demo
+
+        run_demo(cfg, say=_out)
 
 
 COMMANDS: dict[str, tuple[type, Callable[[Any], None], str]] = {

@@ -345,9 +345,13 @@ class DemoConfig(CommonConfig):
     out_dir: str = _f("runs/demo", "Output directory.")
     threads: int = _f(1, "torch CPU threads; the tiny model is fastest on one (0 = one per core).")
     estimator: str = _f("fading", f"Re-masking estimator for GRPO: {', '.join(STRATEGIES)}.")
-    modality: str = _f("text", "text (the running-sums task).")
+    modality: str = _f(
+        "text",
+        "text (running sums, fading-out masking) or image (synthetic GenEval world, emerge "
+        "sampler, random re-masking at truncation 0.8).",
+    )
     sft_target: float = _f(0.2, "SFT stops once greedy accuracy on 500 train prompts reaches this.")
-    sft_max_steps: int = _f(4000, "Upper bound on SFT steps (checked every 50 steps).")
+    sft_max_steps: int = _f(4000, "Upper bound on SFT steps.")
     grpo_steps: int = _f(600, "Upper bound on MaskGRPO steps.")
     gamma: float = _f(0.6, "Truncation of the mask ratios (MaskGRPO: 0.6 for text).")
     eval_prompts: int = _f(1000, "Held-out prompts evaluated before and after (greedy).")
@@ -365,8 +369,8 @@ class DemoConfig(CommonConfig):
         super().validate()
         if self.estimator not in STRATEGIES:
             raise ValueError(f"estimator={self.estimator!r}; choose one of {STRATEGIES}")
-        if self.modality != "text":
-            raise ValueError(f"modality={self.modality!r} is not available; use 'text'")
+        if self.modality not in ("text", "image"):
+            raise ValueError(f"modality={self.modality!r}; choose text or image")
         if not 0 < self.sft_target <= 1:
             raise ValueError(f"sft_target={self.sft_target} must be in (0, 1]")
         _positive(self, "sft_max_steps", "grpo_steps", "eval_prompts")

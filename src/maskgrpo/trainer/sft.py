@@ -85,11 +85,16 @@ def train_sft(
     min_mask_ratio: float = 0.0,
     log_every: int = 50,
     on_log: Callable[[int, float], None] | None = None,
+    should_stop: Callable[[int], bool] | None = None,
+    schedule: str = "cosine",
 ) -> list[float]:
-    """Run SFT in place on ``model``; returns the loss of every step."""
+    """Run SFT in place on ``model``; returns the loss of every step.
+
+    ``should_stop(steps_done)`` is asked after every step; training ends early when it says yes.
+    """
     device = next(model.parameters()).device
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(warmup_steps, steps))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(warmup_steps, steps, schedule))
     data_gen = derive_generator(seed, "sft-data")
     mask_gen = derive_generator(seed, "sft-mask", device=device)
     order = torch.randperm(len(rows), generator=data_gen).tolist()
@@ -118,5 +123,7 @@ def train_sft(
         losses.append(loss.item())
         if on_log is not None and (step + 1) % log_every == 0:
             on_log(step + 1, sum(losses[-log_every:]) / log_every)
+        if should_stop is not None and should_stop(step + 1):
+            break
     model.eval()
     return losses
