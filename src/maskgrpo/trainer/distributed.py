@@ -23,6 +23,7 @@ log-probs come from the full logits (the wrapper hides the trunk/head split).
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Sequence
 from typing import Any
 
@@ -70,7 +71,15 @@ def accelerator() -> Any:
     """The run's ``accelerate.Accelerator`` when launched on several processes, else None."""
     global _ACCELERATOR
     if _ACCELERATOR is None:
-        from accelerate import PartialState
+        try:
+            from accelerate import PartialState
+        except ImportError:
+            if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+                raise ImportError(
+                    "a multi-process launch needs accelerate: pip install accelerate"
+                ) from None
+            _ACCELERATOR = _SINGLE  # a single process needs no accelerate
+            return None
 
         _ACCELERATOR = _SINGLE
         if PartialState().num_processes > 1:
