@@ -32,10 +32,9 @@ from torch import Tensor, nn
 
 from maskgrpo.config import TrainConfig
 from maskgrpo.lora import apply_lora, autocast_context, enable_gradient_checkpointing
-from maskgrpo.modality import SamplerSettings
+from maskgrpo.modality import SamplerSettings, TextModality
 from maskgrpo.rewards.combine import RewardSet
 from maskgrpo.rng import derive_generator
-from maskgrpo.sampling.llada import generate
 from maskgrpo.tokens import TokenSpec
 from maskgrpo.trainer.grpo import build_parts, inner_update, make_rollout
 
@@ -65,14 +64,15 @@ class Timer:
             torch.cuda.synchronize(self.device)
 
 
-class RandomPromptModality:
-    """Prompts are random ids of a fixed width (seeded by the prompt text); decode = id lists."""
+class RandomPromptModality(TextModality):
+    """Prompts are random ids of a fixed width (seeded by the prompt text); decode = id lists.
 
-    per_row_generators = True
+    Sampling is :class:`TextModality`'s, timed.
+    """
 
     def __init__(self, spec: TokenSpec, prompt_width: int, timer: Timer) -> None:
-        self.spec, self.prompt_width, self.vocab_range = spec, prompt_width, None
-        self.rollout = timer.wrap(self._rollout)
+        super().__init__(None, spec, prompt_width)
+        self.rollout = timer.wrap(super().rollout)  # type: ignore[method-assign]
 
     def encode_prompts(self, prompts: list[str], device: torch.device) -> Tensor:
         rows = [
@@ -83,26 +83,7 @@ class RandomPromptModality:
         ]
         return torch.stack(rows).to(device)  # (B, W)
 
-    def _rollout(
-        self,
-        model: nn.Module,
-        prompt_ids: Tensor,
-        settings: SamplerSettings,
-        generator: torch.Generator | Sequence[torch.Generator],
-    ) -> Tensor:
-        return generate(
-            model,
-            prompt_ids,
-            mask_id=self.spec.mask_id,
-            gen_length=settings.gen_length,
-            steps=settings.steps,
-            block_length=settings.block_length,
-            temperature=settings.temperature,
-            remasking=settings.remasking,
-            generator=generator,
-        ).sequences
-
-    def decode(self, completions: Tensor) -> list[list[int]]:
+    def decode(self, completions: Tensor) -> list[list[int]]:  # type: ignore[override]
         return [[int(i) for i in row] for row in completions.tolist()]
 
 
