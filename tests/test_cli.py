@@ -235,6 +235,17 @@ def test_help_documents_every_field(command: str, capsys: pytest.CaptureFixture[
         assert "".join(help_text.split()) in squashed, f.name
 
 
+def test_top_level_help_lists_every_command(capsys: pytest.CaptureFixture[str]) -> None:
+    # argparse %-formats help strings: a literal "95%" in any of them must not break --help
+    with pytest.raises(SystemExit) as exc:
+        main(["--help"])
+    assert exc.value.code == 0
+    text = capsys.readouterr().out
+    for command in CONFIGS:
+        assert command in text
+    assert "95% interval" in text
+
+
 def _parse(*argv: str) -> TrainConfig:
     return config_from_args(TrainConfig, build_parser().parse_args(["train", *argv]))
 

@@ -109,7 +109,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True)
     for name, (cls, _, text) in COMMANDS.items():
-        p = sub.add_parser(name, help=text, description=(cls.__doc__ or text).strip())
+        p = sub.add_parser(
+            name, help=text.replace("%", "%%"), description=(cls.__doc__ or text).strip()
+        )
         add_config_arguments(p, cls)
     return parser
 
