@@ -41,6 +41,12 @@ def on_step(metrics, rollout):
 
 rewards = _reward_set(cfg, s.task)
 train_grpo(cfg, s.policy.model, s.modality, s.task.train, rewards, s.settings, on_step=on_step)
+dist.shutdown()
+# Skip interpreter teardown: gloo's threads occasionally abort ("terminate called without an
+# active exception") while a finished worker exits; the results are already on disk.
+sys.stdout.flush()
+import os
+os._exit(0)
 """
 
 

@@ -104,6 +104,14 @@ COMMANDS: dict[str, tuple[type, Callable[[Any], None], str]] = {
 }
 
 
+def _leave_process_group() -> None:
+    """After an ``accelerate launch`` run, leave the process group before exit."""
+    if "torch" in sys.modules:
+        from .trainer.distributed import shutdown
+
+        shutdown()
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="maskgrpo", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -136,6 +144,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         run(cfg)
     except ValueError as err:
         parser.exit(2, f"maskgrpo {args.command}: error: {err}\n")
+    finally:
+        _leave_process_group()
     return 0
 
 

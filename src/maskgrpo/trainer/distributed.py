@@ -63,6 +63,13 @@ def rank_world() -> tuple[int, int]:
     return 0, 1
 
 
+def shutdown() -> None:
+    """Leave the process group, if any (gloo can abort at interpreter exit otherwise)."""
+    group = torch.distributed
+    if group.is_available() and group.is_initialized():
+        group.destroy_process_group()
+
+
 def is_main() -> bool:
     return rank_world()[0] == 0
 
