@@ -25,7 +25,7 @@ from torch import nn
 from ..modality import SamplerSettings
 from ..rng import derive_generator, derive_seed
 from ..trainer.evaluate import wilson_interval
-from ..trainer.sft import lr_lambda, sft_loss
+from ..trainer.sft import sft_loop, sft_loss
 from .modality import ImageModality
 from .reward import make_geneval_reward, score_by_tag
 from .world import WorldConfig, render
@@ -57,18 +57,15 @@ def train_image_sft(
     if not 0.0 <= cond_dropout < 1.0:
         raise ValueError(f"cond_dropout={cond_dropout} must be in [0, 1); 0.1 is typical")
     device = next(model.parameters()).device
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(warmup_steps, steps))
     rng = np.random.default_rng(derive_seed(seed, "image-sft-data"))
     mask_gen = derive_generator(seed, "image-sft-mask", device=device)
-    losses: list[float] = []
-    model.train()
-    for step in range(steps):
+
+    def step_loss(step: int) -> torch.Tensor:
         batch = [specs[i] for i in rng.integers(0, len(specs), size=batch_size)]
         images = np.stack([render(s, rng, world) for s in batch])  # (B, H, W, 3)
         drop = rng.random(batch_size) < cond_dropout
         prompts = ["" if d else s["prompt"] for s, d in zip(batch, drop, strict=True)]
-        loss = sft_loss(
+        return sft_loss(
             model,
             modality.encode_prompts(prompts, device),  # (B, W)
             modality.encode_images(images, device),  # (B, N)
@@ -76,16 +73,11 @@ def train_image_sft(
             generator=mask_gen,
             vocab_range=modality.vocab_range,
         )
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        sched.step()
-        losses.append(loss.item())
-        if on_log is not None and (step + 1) % log_every == 0:
-            on_log(step + 1, sum(losses[-log_every:]) / log_every)
-    model.eval()
-    return losses
+
+    return sft_loop(
+        model, step_loss, steps=steps, lr=lr, warmup_steps=warmup_steps,
+        weight_decay=weight_decay, log_every=log_every, on_log=on_log,
+    )  # fmt: skip
 
 
 @dataclass

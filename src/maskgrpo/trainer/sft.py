@@ -20,7 +20,7 @@ from ..logprobs import token_logprobs
 from ..modality import TextModality
 from ..rng import derive_generator
 
-__all__ = ["sft_loss", "train_sft"]
+__all__ = ["sft_loop", "sft_loss", "train_sft"]
 
 log = logging.getLogger(__name__)
 
@@ -93,28 +93,56 @@ def train_sft(
     ``should_stop(steps_done)`` is asked after every step; training ends early when it says yes.
     """
     device = next(model.parameters()).device
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(warmup_steps, steps, schedule))
     data_gen = derive_generator(seed, "sft-data")
     mask_gen = derive_generator(seed, "sft-mask", device=device)
     order = torch.randperm(len(rows), generator=data_gen).tolist()
-    cursor, losses = 0, []
-    model.train()
-    for step in range(steps):
+    cursor = 0
+
+    def step_loss(step: int) -> Tensor:
+        nonlocal order, cursor
         if cursor + batch_size > len(order):
             order, cursor = torch.randperm(len(rows), generator=data_gen).tolist(), 0
         batch = [rows[i] for i in order[cursor : cursor + batch_size]]
         cursor += batch_size
-        prompts = modality.encode_prompts([r["prompt"] for r in batch], device)
-        answers = modality.encode_completions([r["answer"] for r in batch], gen_length, device)
-        loss = sft_loss(
+        return sft_loss(
             model,
-            prompts,
-            answers,
+            modality.encode_prompts([r["prompt"] for r in batch], device),
+            modality.encode_completions([r["answer"] for r in batch], gen_length, device),
             mask_id=modality.spec.mask_id,
             generator=mask_gen,
             min_mask_ratio=min_mask_ratio,
         )
+
+    return sft_loop(
+        model, step_loss, steps=steps, lr=lr, warmup_steps=warmup_steps,
+        weight_decay=weight_decay, schedule=schedule, log_every=log_every, on_log=on_log,
+        should_stop=should_stop,
+    )  # fmt: skip
+
+
+def sft_loop(
+    model: nn.Module,
+    step_loss: Callable[[int], Tensor],
+    *,
+    steps: int,
+    lr: float,
+    warmup_steps: int = 50,
+    weight_decay: float = 0.01,
+    schedule: str = "cosine",
+    log_every: int = 50,
+    on_log: Callable[[int, float], None] | None = None,
+    should_stop: Callable[[int], bool] | None = None,
+) -> list[float]:
+    """The optimisation loop shared by text and image SFT: AdamW, warmup + schedule, clip 1.0.
+
+    ``step_loss(step)`` draws the step's batch and returns its loss. Returns every step's loss.
+    """
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(warmup_steps, steps, schedule))
+    losses: list[float] = []
+    model.train()
+    for step in range(steps):
+        loss = step_loss(step)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
