@@ -113,3 +113,56 @@ def test_quantizer_fit_is_deterministic_and_validates() -> None:
         a.decode(torch.full((1, 64), 64))
     with pytest.raises(ValueError, match="square grid"):
         a.decode(torch.zeros((1, 10), dtype=torch.long))
+
+
+SNAPPED = WorldConfig(image_size=32, snap=8)
+
+
+def test_snapped_layout_puts_one_whole_object_per_cell() -> None:
+    from maskgrpo.image.reward import make_geneval_reward
+
+    rng = np.random.default_rng(0)
+    specs = [s for t in TAGS for s in all_specs(t, SNAPPED)][::3]
+    images = np.stack([render(s, rng, SNAPPED) for s in specs])  # (B, 32, 32, 3)
+    bg = np.asarray(SNAPPED.background, dtype=np.uint8)
+    fg = (images != bg).any(-1)  # (B, 32, 32)
+    # the last row and column of every 8x8 cell are background: objects never cross cells
+    assert not fg[:, 7::8, :].any() and not fg[:, :, 7::8].any()
+    reward = make_geneval_reward(SNAPPED)
+    assert reward([s["prompt"] for s in specs], list(images), spec=specs) == [1.0] * len(specs)
+    # one code per cell: background + 6 shape patterns (bars both ways) x 6 colours, exact
+    q = fit_quantizer(37, seed=0, config=SNAPPED, patch_size=8)
+    codes = q.encode(images)
+    assert codes.shape == (len(specs), 16)
+    assert torch.equal(q.decode(codes), torch.from_numpy(images))
+    with pytest.raises(ValueError, match="distinct patterns"):
+        fit_quantizer(64, seed=0, config=SNAPPED, patch_size=8)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"snap": 4}, "snap must be"),
+        ({"snap": 12}, "snap must be"),
+        ({"image_size": 16, "snap": 8, "max_size": 7}, "too few cells"),
+    ],
+)
+def test_snapped_world_rejects_bad_grids(kwargs: dict, match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        WorldConfig(**{"image_size": 32, **kwargs})
+
+
+def test_cover_sampling_reaches_every_spec_before_repeating() -> None:
+    pool = split_specs(0, SNAPPED, heldout_fraction=0.5).heldout
+    distinct = sum(len(v) for v in pool.values())
+    assert distinct >= 300  # the image demo's held-out set
+    specs = sample_specs(pool, 2000, np.random.default_rng(1), cover=True)
+    counts = Counter(s["tag"] for s in specs)
+    for tag in TAGS:
+        assert abs(counts[tag] - 2000 * DEFAULT_TAG_MIX[tag]) <= 1
+        per_prompt = Counter(s["prompt"] for s in specs if s["tag"] == tag)
+        assert len(per_prompt) == min(len(pool[tag]), counts[tag])
+        assert max(per_prompt.values()) - min(per_prompt.values()) <= 1  # cycled evenly
+    assert len({s["prompt"] for s in specs}) == distinct
+    plain = sample_specs(pool, 2000, np.random.default_rng(1))
+    assert len({s["prompt"] for s in plain}) < distinct  # with replacement misses some

@@ -51,15 +51,21 @@ def _crop(mask: np.ndarray) -> np.ndarray:
     return mask[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
 
 
-def shape_mask(shape: str, size: int, *, vertical: bool = False) -> np.ndarray:
+def shape_mask(
+    shape: str, size: int, *, vertical: bool = False, thickness: int | None = None
+) -> np.ndarray:
     """Binary mask ``(h, w)`` of ``shape`` at about ``size`` pixels, cropped to its extent.
 
-    A bar is ``size`` long and ``size / 3`` thick, horizontal unless ``vertical``.
+    A bar is ``size`` long and ``thickness`` thick (default ``size / 3`` rounded, at least 2),
+    horizontal unless ``vertical``.
     """
     if size < 3:
         raise ValueError(f"shape size must be >= 3 pixels, got {size}; use a larger image")
     if shape == "bar":
-        bar = np.ones((max(2, round(size / 3)), size), dtype=bool)  # (h, w) horizontal
+        thick = max(2, round(size / 3)) if thickness is None else thickness
+        if not 1 <= thick < size:
+            raise ValueError(f"bar thickness must be in [1, {size}), got {thick}")
+        bar = np.ones((thick, size), dtype=bool)  # (h, w) horizontal
         return bar.T.copy() if vertical else bar
     makers = {"square": _square, "circle": _circle, "triangle": _triangle, "cross": _cross}
     if shape not in makers:

@@ -83,6 +83,17 @@ class WorldConfig:
     margin: int = 3
     max_count: int = 4
     palette: dict[str, tuple[int, int, int]] = field(default_factory=lambda: dict(PALETTE))
+    # 0: free placement (any pixel position, sizes min_size..max_size, ``margin`` apart).
+    # > 0: a grid of ``snap``-pixel cells, one object per cell drawn ``snap - 1`` pixels wide
+    # (one background pixel to its neighbours). With the patch quantizer's patch_size == snap
+    # every image token is one whole object or background: the code set is small and exact,
+    # and a tiny model learns layouts in minutes instead of stitching objects from fragments.
+    snap: int = 0
+
+    @property
+    def object_size(self) -> int | None:
+        """The fixed object size in snapped layouts, ``None`` for free placement."""
+        return self.snap - 1 if self.snap else None
 
     def __post_init__(self) -> None:
         if self.image_size < 16:
@@ -98,6 +109,16 @@ class WorldConfig:
         missing = [c for c in self.colors if c not in self.palette]
         if missing:
             raise ValueError(f"colours {missing} have no RGB in palette; add them to palette")
+        if self.snap < 0 or (self.snap and (self.snap < 8 or self.image_size % self.snap)):
+            raise ValueError(
+                f"snap must be 0 (free placement) or a divisor >= 8 of image_size "
+                f"{self.image_size}, got {self.snap}; e.g. image_size 32 with snap 8"
+            )
+        if self.snap and (self.image_size // self.snap) ** 2 < 2 * self.max_count:
+            raise ValueError(
+                f"a {self.image_size}px image with snap={self.snap} has too few cells for "
+                f"max_count={self.max_count} objects; lower snap or max_count"
+            )
         if not 2 <= self.max_count <= max(_NUMBERS):
             raise ValueError(f"max_count must be in 2..{max(_NUMBERS)}, got {self.max_count}")
 
@@ -236,12 +257,16 @@ def sample_specs(
     n: int,
     rng: np.random.Generator,
     tag_mix: dict[str, float] | str | Path | None = None,
+    *,
+    cover: bool = False,
 ) -> list[dict]:
     """Draw ``n`` specs from ``pool`` (e.g. ``SpecSplit.train``) with the tags in ``tag_mix``.
 
     ``tag_mix`` is a ``{tag: proportion}`` dict, a path to GenEval metadata, or ``None`` for
     :data:`DEFAULT_TAG_MIX`. Counts per tag follow the proportions exactly up to rounding;
-    specs within a tag are drawn uniformly with replacement; the result is shuffled.
+    specs within a tag are drawn uniformly with replacement, or with ``cover=True`` by cycling
+    through a shuffled order, so every spec of a tag appears before any repeats (evaluation
+    sets: as many distinct prompts as the quota allows); the result is shuffled.
     """
     mix = load_tag_mix(tag_mix) if isinstance(tag_mix, str | Path) else tag_mix or DEFAULT_TAG_MIX
     out: list[dict] = []
@@ -250,7 +275,12 @@ def sample_specs(
             continue
         if not pool.get(tag):
             raise ValueError(f"tag {tag!r} has weight in the mix but no specs in the pool")
-        idx = rng.integers(0, len(pool[tag]), size=k).tolist()
+        size = len(pool[tag])
+        if cover:
+            order = np.concatenate([rng.permutation(size) for _ in range(-(-k // size))])
+            idx = order[:k].tolist()
+        else:
+            idx = rng.integers(0, size, size=k).tolist()
         out.extend(json.loads(json.dumps(pool[tag][i])) for i in idx)  # independent copies
     return [out[i] for i in rng.permutation(len(out))]
 
@@ -289,16 +319,25 @@ def _layout(spec: dict, cfg: WorldConfig, rng: np.random.Generator, objs: list) 
     """One attempt at random non-overlapping placement; ``None`` when it gets stuck."""
     placed: list[tuple[int, tuple[int, ...], np.ndarray]] = []
     size_px = cfg.image_size
+    # Snapped: top-left corners on the cell grid; objects in different cells are at least one
+    # pixel apart, so the margin check only has to rule out a shared cell.
+    step, margin = (cfg.snap, 1) if cfg.snap else (1, cfg.margin)
     for idx, cls, _ in objs:
-        size = int(rng.integers(cfg.min_size, cfg.max_size + 1))
-        if cls == "bar":
-            size = round(size * 1.4)
-        mask = shape_mask(cls, size, vertical=bool(rng.integers(2)))
+        vertical = bool(rng.integers(2))
+        if cfg.object_size:  # bars a third thick (rounded up) keep the detector's minimum area
+            size = cfg.object_size
+            mask = shape_mask(cls, size, vertical=vertical, thickness=-(-size // 3))
+        else:
+            size = int(rng.integers(cfg.min_size, cfg.max_size + 1))
+            if cls == "bar":
+                size = round(size * 1.4)
+            mask = shape_mask(cls, size, vertical=vertical)
         h, w = mask.shape
         for _ in range(100):
-            x0, y0 = int(rng.integers(0, size_px - w + 1)), int(rng.integers(0, size_px - h + 1))
+            x0 = step * int(rng.integers(0, (size_px - w) // step + 1))
+            y0 = step * int(rng.integers(0, (size_px - h) // step + 1))
             box = (x0, y0, x0 + w, y0 + h)
-            if all(_separated(box, b, cfg.margin) for _, b, _ in placed) and _position_ok(
+            if all(_separated(box, b, margin) for _, b, _ in placed) and _position_ok(
                 spec, idx, box, placed
             ):
                 placed.append((idx, box, mask))
