@@ -113,3 +113,36 @@ def test_mu_1_and_mu_12_both_run_and_update(tmp_path: Path, sft_policy: Policy) 
     # Step 1 rolls out the same completions for both; mu=1 scores one view at ratio ~1,
     # mu=12 sums twelve views at ratios 0.63..1 (MaskGRPO truncation gamma=0.6).
     assert tokens[12] > 6 * tokens[1]
+
+
+def test_sft_loss_weightings_match_hand_computation() -> None:
+    from maskgrpo.models import TinyConfig
+    from maskgrpo.models.tiny import TinyDiffusionLM
+    from maskgrpo.trainer.sft import sft_loss
+
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        model = TinyDiffusionLM(TinyConfig(vocab_size=12, dim=16, n_layers=1, n_heads=2))
+    model.eval()
+    mask_id = 11
+    prompts = torch.tensor([[1, 2], [3, 4], [5, 6]])
+    completions = torch.tensor([[7, 8, 9, 10], [8, 8, 7, 9], [10, 9, 8, 7]])
+
+    def loss(weighting: str) -> torch.Tensor:
+        gen = derive_generator(4, "sft-weighting")
+        return sft_loss(
+            model, prompts, completions, mask_id=mask_id, generator=gen, weighting=weighting
+        )
+
+    # replay the loss's own draws: t per row, then the mask
+    gen = derive_generator(4, "sft-weighting")
+    t = torch.rand((3, 1), generator=gen).clamp_min(1e-3)
+    masked = torch.rand((3, 4), generator=gen) < t
+    noisy = torch.cat([prompts, completions.masked_fill(masked, mask_id)], dim=1)
+    logp = model(noisy).logits[:, 2:].log_softmax(-1).gather(-1, completions[..., None])[..., 0]
+    nll = -(logp * masked)  # (3, 4), zero where unmasked
+    assert masked.any()
+    assert loss("elbo").item() == pytest.approx((nll / t).sum().item() / 12, rel=1e-5)
+    assert loss("uniform").item() == pytest.approx(nll.sum().item() / masked.sum().item(), rel=1e-5)
+    with pytest.raises(ValueError, match="weighting='mean'"):
+        loss("mean")

@@ -4,6 +4,13 @@ Per row draw ``t ~ U(min_mask_ratio, 1)``, mask each completion token with proba
 (the prompt is never masked) and minimise ``-sum_masked log p(x_k | x_t) / t`` divided by the
 completion length, averaged over rows (LLaDA, Nie et al. 2025, Eq. 5). The completion is the
 answer followed by EOS up to ``gen_length``, so the model learns where answers end.
+
+``weighting="uniform"`` drops the ``1/t`` factor and averages the cross-entropy over the
+masked tokens (MaskGIT's image-token loss, Chang et al. 2022). With short completions (16
+image tokens) a row with one masked token carries weight ``1/t`` up to 1000 and dominates the
+clipped batch gradient; on the shapes world, after 800 steps at lr 1e-3, the uniform loss put
+0.058 of the code mass on blue for "a blue square" (0.005 on red) where the ``1/t`` loss put
+0.027 (0.010 on red).
 """
 
 from __future__ import annotations
@@ -34,12 +41,18 @@ def sft_loss(
     generator: torch.Generator,
     min_mask_ratio: float = 0.0,
     vocab_range: tuple[int, int] | None = None,
+    weighting: str = "elbo",
 ) -> Tensor:
     """The MDLM/LLaDA loss of one batch. ``prompt_ids`` ``(B, P)``, ``completion_ids`` ``(B, L)``.
+
+    ``weighting``: ``"elbo"`` (``1/t``, per completion token) or ``"uniform"`` (mean over
+    masked tokens; see the module docstring).
 
     ``vocab_range=(lo, hi)`` restricts the softmax to ids ``lo <= id < hi`` (image codes), as
     in sampling and in the GRPO log-probs.
     """
+    if weighting not in ("elbo", "uniform"):
+        raise ValueError(f"weighting={weighting!r}; choose 'elbo' (LLaDA) or 'uniform' (MaskGIT)")
     batch, length = completion_ids.shape
     device = completion_ids.device
     t = min_mask_ratio + (1 - min_mask_ratio) * torch.rand(
@@ -51,6 +64,8 @@ def sft_loss(
     scored = torch.cat([torch.zeros_like(prompt_ids, dtype=torch.bool), masked], dim=1)
     noisy = targets.masked_fill(scored, mask_id)
     logp = token_logprobs(model, noisy, targets, scored, vocab_range=vocab_range)  # (B, P + L)
+    if weighting == "uniform":
+        return -logp.sum() / scored.sum().clamp_min(1)
     return -(logp / t).sum() / (batch * length)
 
 
