@@ -12,6 +12,8 @@ from maskgrpo.image.reward import (
     evaluate_spec,
     geneval_partial_reward,
     geneval_reward,
+    make_geneval_reward,
+    make_no_extra_reward,
     score_by_tag,
 )
 from maskgrpo.image.tokenizer import fit_quantizer
@@ -178,3 +180,23 @@ def test_round_trip_keeps_the_verdict(heldout: tuple[list[dict], np.ndarray]) ->
     q = fit_quantizer(1024, seed=0, num_images=300)
     decoded = q.decode(q.encode(imgs))
     assert geneval_reward([""] * len(specs), list(decoded), spec=specs) == [1.0] * len(specs)
+
+
+def test_no_extra_reward_penalises_clutter_that_geneval_accepts() -> None:
+    world = WorldConfig(image_size=32, snap=8)
+    spec = {"tag": "single_object", "include": [{"class": "square", "count": 1}], "prompt": "p"}
+    clean = render(spec, np.random.default_rng(0), world)
+    crowded_spec = {
+        "include": [{"class": c, "count": 1} for c in ("square", "circle", "cross", "bar")],
+        "prompt": "q",
+    }
+    crowded = render(crowded_spec, np.random.default_rng(1), world)
+    empty = np.zeros_like(clean)
+    empty[:] = world.background
+    full = make_geneval_reward(world)
+    no_extra = make_no_extra_reward(world)
+    # GenEval's "at least one square" accepts the crowded image; the guard does not
+    assert full(["p"] * 2, [clean, crowded], spec=[spec, spec]) == [1.0, 1.0]
+    assert no_extra(["p"] * 3, [clean, crowded, empty], spec=[spec] * 3) == [1.0, 0.25, 0.0]
+    bad = {"include": [{"class": "bench", "count": 1}], "prompt": "r"}
+    assert no_extra(["r"], [clean], spec=[bad]) == [None]

@@ -36,6 +36,7 @@ __all__ = [
     "geneval_reward",
     "label_components",
     "make_geneval_reward",
+    "make_no_extra_reward",
     "score_by_tag",
 ]
 
@@ -247,6 +248,41 @@ def make_geneval_reward(
         return out
 
     reward.__name__ = "geneval_partial_reward" if partial else "geneval_reward"
+    return reward
+
+
+def make_no_extra_reward(config: WorldConfig | None = None, *, min_area: int = 20) -> RewardFn:
+    """A training-side guard against the clutter GenEval's rules let through.
+
+    GenEval's include clauses ask for *at least* ``count`` objects and only counting prompts
+    exclude more, so an image crowded with every class passes "a photo of a square". This
+    reward is ``min(1, requested / detected)``: 1.0 when the image holds no more objects than
+    the spec's includes ask for, falling as extras appear, 0.0 for an empty image. It is for
+    training mixes only; evaluation keeps GenEval's rules.
+    """
+    cfg = config or WorldConfig()
+
+    def reward(
+        prompts: Sequence[object],
+        completions: Sequence[np.ndarray | torch.Tensor],
+        *,
+        spec: Sequence[dict | str],
+        **_: object,
+    ) -> list[float | None]:
+        if len(spec) != len(completions):
+            raise ValueError(f"got {len(completions)} completions but {len(spec)} specs")
+        out: list[float | None] = []
+        for img, raw in zip(completions, spec, strict=True):
+            s = _parse_spec(raw)
+            if not _scorable(s, cfg):
+                out.append(None)
+                continue
+            asked = sum(int(r["count"]) for r in s.get("include", []))
+            found = len(detect(img, cfg, min_area))
+            out.append(min(1.0, asked / found) if found else 0.0)
+        return out
+
+    reward.__name__ = "no_extra_objects"
     return reward
 
 

@@ -27,7 +27,7 @@ from ..rng import derive_generator, derive_seed
 from ..trainer.evaluate import wilson_interval
 from ..trainer.sft import sft_loop, sft_loss
 from .modality import ImageModality
-from .reward import make_geneval_reward, score_by_tag
+from .reward import detect, make_geneval_reward, score_by_tag
 from .world import WorldConfig, render
 
 __all__ = ["ImageEval", "evaluate_images", "rollout_diversity", "train_image_sft"]
@@ -46,12 +46,17 @@ def train_image_sft(
     lr: float,
     seed: int,
     cond_dropout: float = 0.1,
+    weighting: str = "uniform",
     warmup_steps: int = 20,
     weight_decay: float = 0.01,
     log_every: int = 50,
     on_log: Callable[[int, float], None] | None = None,
 ) -> list[float]:
-    """SFT ``model`` in place on renders of ``specs`` (drawn uniformly); returns per-step losses."""
+    """SFT ``model`` in place on renders of ``specs`` (drawn uniformly); returns per-step losses.
+
+    ``weighting`` is :func:`~maskgrpo.trainer.sft.sft_loss`'s: ``"uniform"`` (MaskGIT's image
+    loss, the default here) or ``"elbo"`` (LLaDA's ``1/t``).
+    """
     if not specs:
         raise ValueError("train_image_sft needs at least one spec; pass the training specs")
     if not 0.0 <= cond_dropout < 1.0:
@@ -72,6 +77,7 @@ def train_image_sft(
             mask_id=modality.spec.mask_id,
             generator=mask_gen,
             vocab_range=modality.vocab_range,
+            weighting=weighting,
         )
 
     return sft_loop(
@@ -90,6 +96,9 @@ class ImageEval:
     n: int
     by_tag: dict[str, float]
     images: list[np.ndarray] = field(repr=False, default_factory=list)
+    # Images holding more objects than the prompt asks for: GenEval's rules accept most of them
+    # (includes ask for "at least"), so a rising value flags a policy gaming the metric.
+    extra_objects: float = 0.0
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -98,6 +107,7 @@ class ImageEval:
             "reward": self.reward,
             "n": self.n,
             "by_tag": self.by_tag,
+            "extra_objects": self.extra_objects,
         }
 
 
@@ -141,7 +151,10 @@ def evaluate_images(
     full = make_geneval_reward(world)(prompts, images, spec=specs)
     partial = make_geneval_reward(world, partial=True)(prompts, images, spec=specs)
     correct = int(sum(r or 0.0 for r in full))
+    asked = [sum(int(r["count"]) for r in s.get("include", [])) for s in specs]
+    extra = [len(detect(img, world)) > n for img, n in zip(images, asked, strict=True)]
     return ImageEval(
+        extra_objects=float(np.mean(extra)),
         accuracy=correct / len(specs),
         ci95=wilson_interval(correct, len(specs)),
         reward=float(np.mean([r or 0.0 for r in partial])),
