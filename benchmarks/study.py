@@ -30,6 +30,7 @@ from study_speed import run_speed  # noqa: E402
 from study_train import (  # noqa: E402
     ABLATION,
     IMAGE_GAMMAS,
+    IMAGE_TOKENIZERS,
     TEXT_GAMMAS,
     Budget,
     image_run,
@@ -81,7 +82,8 @@ def part_kl(args: argparse.Namespace, out: Path) -> dict[str, Any]:
 def part_emerge(args: argparse.Namespace, out: Path) -> dict[str, Any]:
     budget = Budget.of(args.quick, image=True)
     runs = {
-        s: [image_run(s, 0.8, seed, out, budget) for seed in args.seeds]
+        f"{s}, {k}": [image_run(s, 0.8, seed, out, budget, k) for seed in args.seeds]
+        for k in IMAGE_TOKENIZERS
         for s in ("emerge", "maskgit")
     }
     return study_report.emerge_section(runs, args.plot_dir, args.tag)

@@ -135,7 +135,59 @@ def ablation_section(runs: dict[str, list[dict]], plot_dir: Path, tag: str) -> d
                 f"| {name} | {r['seed']} | {_acc(r['base'])} | {_acc(r['final'])} | "
                 f"{_final_reward(r):.3f} | {reach if reach else 'not reached'} |"
             )
+    lines += ["", *_ablation_summary(runs)]
     return {"markdown": "\n".join(lines), "plots": [plot]}
+
+
+def _paired(a: list[dict], b: list[dict]) -> tuple[int, int, int, int]:
+    """Seeds where run ``a`` beats run ``b`` on final accuracy: (seeds, better, significantly
+    better, significantly worse); significant = the 95% Wilson intervals do not overlap."""
+    ref = {r["seed"]: r["final"] for r in b}
+    n = better = sig_better = sig_worse = 0
+    for r in a:
+        other = ref.get(r["seed"])
+        if other is None:
+            continue
+        n += 1
+        better += r["final"]["accuracy"] > other["accuracy"]
+        sig_better += r["final"]["ci95"][0] > other["ci95"][1]
+        sig_worse += r["final"]["ci95"][1] < other["ci95"][0]
+    return n, better, sig_better, sig_worse
+
+
+def _ablation_summary(runs: dict[str, list[dict]]) -> list[str]:
+    """Across seeds: mean final accuracy and its spread, then the paper's pairwise claims."""
+    lines = [
+        "| estimator | seeds | mean final acc | min - max | mean gain over base |",
+        "|---|---|---|---|---|",
+    ]
+    for name, rs in runs.items():
+        finals = [r["final"]["accuracy"] for r in rs]
+        gains = [r["final"]["accuracy"] - r["base"]["accuracy"] for r in rs]
+        lines.append(
+            f"| {name} | {len(rs)} | {statistics.fmean(finals):.3f} | {min(finals):.3f} - "
+            f"{max(finals):.3f} | {statistics.fmean(gains):+.3f} |"
+        )
+    pairs = [
+        ("random", "d1"),
+        ("fading, gamma 0.6", "random"),
+        ("fading, gamma 0.6", "d1"),
+        ("fading, gamma 0.6", "fading, gamma 0"),
+        ("coupled", "fading, gamma 0.6"),
+    ]
+    lines += [
+        "",
+        "Paired by seed (same base model, same rollout budget); significant = 95% intervals "
+        "do not overlap:",
+        "",
+        "| claim | seeds | A better | A significantly better | A significantly worse |",
+        "|---|---|---|---|---|",
+    ]
+    for a, b in pairs:
+        if a in runs and b in runs:
+            n, better, sig_b, sig_w = _paired(runs[a], runs[b])
+            lines.append(f"| {a} > {b} | {n} | {better} | {sig_b} | {sig_w} |")
+    return lines
 
 
 def truncation_section(
@@ -207,12 +259,21 @@ def emerge_section(runs: dict[str, list[dict]], plot_dir: Path, tag: str) -> dic
         f"image rollouts: emerge vs MaskGIT ({tag})",
     )
     lines = [
-        "| sampler | seed | base GenEval acc [95% CI] | final GenEval acc [95% CI] |",
-        "|---|---|---|---|",
+        "| sampler, codebook | seed | base within-group std | base zero-std groups | "
+        "base GenEval acc [95% CI] | final GenEval acc [95% CI] | gain |",
+        "|---|---|---|---|---|---|---|",
     ]
     for name, rs in runs.items():
+        sampler = name.split(",")[0]
         for r in rs:
-            lines.append(f"| {name} | {r['seed']} | {_acc(r['base'])} | {_acc(r['final'])} |")
+            div = r.get("diversity_at_base", {}).get(sampler, {})
+            std = f"{div['mean_group_std']:.3f}" if div else "-"
+            zero = f"{div['zero_std_fraction']:.2f}" if div else "-"
+            gain = r["final"]["accuracy"] - r["base"]["accuracy"]
+            lines.append(
+                f"| {name} | {r['seed']} | {std} | {zero} | {_acc(r['base'])} | "
+                f"{_acc(r['final'])} | {gain:+.3f} |"
+            )
     return {"markdown": "\n".join(lines), "plots": [plot]}
 
 

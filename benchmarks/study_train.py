@@ -42,6 +42,12 @@ ABLATION = (
 )
 TEXT_GAMMAS = (0.0, 0.2, 0.4, 0.6, 0.8)
 IMAGE_GAMMAS = (0.4, 0.6, 0.8, 0.9)
+# Image tokenizers for emerge vs MaskGIT: the demo's object-level codes (snapped layout, 8x8
+# patches, K = 37) and fragment-level codes (free layout, 24x24 images, 4x4 patches, K = 1024).
+IMAGE_TOKENIZERS: dict[str, dict[str, Any]] = {
+    "K37": {},
+    "K1024": {"image_size": 24, "snap": 0, "patch_size": 4, "codebook_size": 1024},
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,7 +61,7 @@ class Budget:
     def of(quick: bool, image: bool = False) -> Budget:
         if quick:
             return Budget(3, 50, 50 if not image else 20, 4)
-        return Budget(300 if not image else 150, 1000 if not image else 200, 4000)
+        return Budget(300 if not image else 150, 1000 if not image else 0, 4000)
 
 
 def _load(path: Path) -> dict[str, Any] | None:
@@ -141,16 +147,19 @@ def text_run(strategy: str, gamma: float, seed: int, out: Path, budget: Budget) 
     return record
 
 
-def image_run(sampler: str, gamma: float, seed: int, out: Path, budget: Budget) -> dict[str, Any]:
+def image_run(
+    sampler: str, gamma: float, seed: int, out: Path, budget: Budget, tokenizer: str = "K37"
+) -> dict[str, Any]:
     """One image demo run (SFT, evaluate, MaskGRPO, evaluate); cached in ``result.json``."""
     from maskgrpo.image import demo as image_demo
 
-    folder = out / "image" / f"{sampler}-g{gamma}-s{budget.steps}" / f"seed{seed}"
+    suffix = "" if tokenizer == "K37" else f"-{tokenizer}"
+    folder = out / "image" / f"{sampler}-g{gamma}-s{budget.steps}{suffix}" / f"seed{seed}"
     cached = _load(folder / "result.json")
     if cached is not None:
         return cached
     cfg = _demo_cfg(seed, folder, budget, image_sampler=sampler)
-    recipe = image_demo.ImageRecipe()
+    recipe = dataclasses.replace(image_demo.ImageRecipe(), **IMAGE_TOKENIZERS[tokenizer])
     if budget.prompts_per_step:
         recipe = dataclasses.replace(
             recipe, prompts_per_step=budget.prompts_per_step, diversity_prompts=4, grid_prompts=2
@@ -165,6 +174,7 @@ def image_run(sampler: str, gamma: float, seed: int, out: Path, budget: Budget) 
     metrics = read_metrics(folder / "metrics.jsonl")
     record = {
         "sampler": sampler,
+        "tokenizer": tokenizer,
         "gamma": gamma,
         "seed": seed,
         "steps": summary["steps"],
@@ -173,6 +183,8 @@ def image_run(sampler: str, gamma: float, seed: int, out: Path, budget: Budget) 
         "final": summary["final"],
         "reward": [m["reward_mean"] for m in metrics],
         "kl": [m["kl"] for m in metrics],
+        "diversity_at_base": summary["diversity_at_base"],
+        "heldout_prompts": summary["heldout_prompts"],
     }
     (folder / "result.json").write_text(json.dumps(record))
     return record

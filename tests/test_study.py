@@ -104,7 +104,7 @@ def test_reference_sampler_matches_batched(temperature: float) -> None:
     assert torch.equal(batched, ref)
 
 
-@pytest.mark.parametrize("part", ["fidelity", "speed"])
+@pytest.mark.parametrize("part", ["fidelity", "speed", "emerge_vs_maskgit"])
 def test_quick_parts_write_their_json(part: str, tmp_path: Path) -> None:
     out, docs = tmp_path / "runs", tmp_path / "docs"
     subprocess.run(
@@ -126,5 +126,21 @@ def test_quick_parts_write_their_json(part: str, tmp_path: Path) -> None:
     )
     section = json.loads((out / "sections" / f"{part}_smoke.json").read_text())
     assert section["quick"] and section["markdown"]
-    assert list((out / "quick" / part).glob("*.json"))
+    if part == "emerge_vs_maskgit":  # both samplers at both codebook sizes, with diversity
+        results = sorted((out / "quick" / "image").glob("*/seed0/result.json"))
+        assert [r.parent.parent.name for r in results] == [
+            "emerge-g0.8-s3",
+            "emerge-g0.8-s3-K1024",
+            "maskgit-g0.8-s3",
+            "maskgit-g0.8-s3-K1024",
+        ]
+        assert section["markdown"].count("| emerge, K") == 1 + 1
+        for r in results:
+            record = json.loads(r.read_text())
+            assert record["steps"] == 3 and set(record["diversity_at_base"]) == {
+                "emerge",
+                "maskgit",
+            }
+    else:
+        assert list((out / "quick" / part).glob("*.json"))
     assert "SMOKE RUN" in (docs / "results.md").read_text()
