@@ -43,3 +43,17 @@ def test_demo_writes_summary_and_plots(tmp_path: Path) -> None:
     assert (
         "base :" in proc.stdout and "final:" in proc.stdout and "held-out accuracy" in proc.stdout
     )
+
+
+def test_demo_defaults_follow_the_modality_and_explicit_values_win() -> None:
+    import pytest
+
+    from maskgrpo.config import DemoConfig
+
+    text, image = DemoConfig(), DemoConfig(modality="image")
+    assert (text.step_count, text.budget_seconds, text.eval_count) == (600, 540.0, 1000)
+    assert (image.step_count, image.budget_seconds, image.eval_count) == (1000, 780.0, 2000)
+    mine = DemoConfig(modality="image", grpo_steps=7, max_seconds=0.0, eval_prompts=9)
+    assert (mine.step_count, mine.budget_seconds, mine.eval_count) == (7, 0.0, 9)
+    with pytest.raises(ValueError, match="max_seconds=-2"):
+        DemoConfig(max_seconds=-2.0).validate()

@@ -200,3 +200,22 @@ def test_no_extra_reward_penalises_clutter_that_geneval_accepts() -> None:
     assert no_extra(["p"] * 3, [clean, crowded, empty], spec=[spec] * 3) == [1.0, 0.25, 0.0]
     bad = {"include": [{"class": "bench", "count": 1}], "prompt": "r"}
     assert no_extra(["r"], [clean], spec=[bad]) == [None]
+
+
+def test_penalise_extra_scales_geneval_scores_by_requested_over_detected() -> None:
+    world = WorldConfig(image_size=32, snap=8)
+    spec = {"tag": "two_object", "include": [{"class": "square", "count": 1},
+            {"class": "circle", "count": 1}], "prompt": "p"}  # fmt: skip
+    crowded_spec = {
+        "include": [{"class": c, "count": 1} for c in ("square", "circle", "cross", "bar")],
+        "prompt": "q",
+    }
+    clean = render(spec, np.random.default_rng(0), world)
+    crowded = render(crowded_spec, np.random.default_rng(1), world)
+    plain = make_geneval_reward(world)
+    strict = make_geneval_reward(world, penalise_extra=True)
+    strict_partial = make_geneval_reward(world, partial=True, penalise_extra=True)
+    assert plain(["p"] * 2, [clean, crowded], spec=[spec] * 2) == [1.0, 1.0]
+    assert strict(["p"] * 2, [clean, crowded], spec=[spec] * 2) == [1.0, 0.5]  # 2 asked / 4
+    assert strict_partial(["p"], [crowded], spec=[spec]) == [0.5]
+    assert strict.__name__ == "geneval_reward_no_extra"

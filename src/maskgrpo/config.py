@@ -352,11 +352,17 @@ class DemoConfig(CommonConfig):
     )
     sft_target: float = _f(0.2, "SFT stops once greedy accuracy on 500 train prompts reaches this.")
     sft_max_steps: int = _f(4000, "Upper bound on SFT steps.")
-    grpo_steps: int = _f(600, "Upper bound on MaskGRPO steps.")
+    grpo_steps: int = _f(0, "Upper bound on MaskGRPO steps; 0 = text 600, image 1000.")
     gamma: float = _f(0.6, "Truncation of the mask ratios (MaskGRPO: 0.6 for text).")
-    eval_prompts: int = _f(1000, "Held-out prompts evaluated before and after (greedy).")
+    eval_prompts: int = _f(
+        0,
+        "Held-out evaluations before and after; 0 = the modality's default (text: 1000 "
+        "prompts, greedy; image: 2000 images covering every held-out prompt).",
+    )
     max_seconds: float = _f(
-        540.0, "Wall-time budget of the whole demo (seconds); MaskGRPO gets what is left; 0 = none."
+        -1.0,
+        "Wall-time budget of the whole demo (seconds); MaskGRPO gets what is left; 0 = none; "
+        "-1 = text 540, image 780.",
     )
     image_sampler: str = _f(
         "emerge", "Image rollouts: emerge (MaskGRPO, arXiv 2510.02880 Sec. 4) or maskgit."
@@ -373,8 +379,29 @@ class DemoConfig(CommonConfig):
             raise ValueError(f"modality={self.modality!r}; choose text or image")
         if not 0 < self.sft_target <= 1:
             raise ValueError(f"sft_target={self.sft_target} must be in (0, 1]")
-        _positive(self, "sft_max_steps", "grpo_steps", "eval_prompts")
-        _non_negative(self, "max_seconds")
+        _positive(self, "sft_max_steps")
+        _non_negative(self, "grpo_steps", "eval_prompts")
+        if not (self.max_seconds >= 0 or self.max_seconds == -1):
+            raise ValueError(
+                f"max_seconds={self.max_seconds} must be >= 0 (0 = no limit) or -1 (the default)"
+            )
+
+    @property
+    def eval_count(self) -> int:
+        """``eval_prompts``, or the modality's default when it is 0."""
+        return self.eval_prompts or (1000 if self.modality == "text" else 2000)
+
+    @property
+    def step_count(self) -> int:
+        """``grpo_steps``, or the modality's default when it is 0."""
+        return self.grpo_steps or (600 if self.modality == "text" else 1000)
+
+    @property
+    def budget_seconds(self) -> float:
+        """``max_seconds``, or the modality's default when it is -1 (0 = no limit)."""
+        if self.max_seconds == -1:
+            return 540.0 if self.modality == "text" else 780.0
+        return self.max_seconds
 
 
 def _non_negative(cfg: Any, *names: str) -> None:

@@ -5,7 +5,7 @@
 2. SFT it (masked-diffusion objective) until greedy accuracy on 500 *training* prompts,
    checked every 50 steps (every 10 once it starts to rise), reaches ``sft_target``: a partly-correct base. The stopping rule never
    looks at the held-out prompts.
-3. Evaluate the base on ``eval_prompts`` held-out prompts (greedy), with a 95% Wilson interval.
+3. Evaluate the base on ``eval_prompts`` (default 1000) held-out prompts (greedy), with a 95% Wilson interval.
 4. MaskGRPO with the chosen estimator (default fading-out masking, truncation 0.6), then
    evaluate again by the same protocol; write ``summary.json`` and plots.
 
@@ -49,7 +49,7 @@ def demo_train_config(cfg: DemoConfig, grpo_seconds: float = 0.0) -> TrainConfig
         device=cfg.device,
         task=cfg.task,
         task_seed=cfg.task_seed,
-        steps=cfg.grpo_steps,
+        steps=cfg.step_count,
         prompts_per_step=32,
         group_size=8,
         mu=4,
@@ -133,19 +133,19 @@ def run_demo(cfg: DemoConfig, say: Callable[[str], None]) -> dict[str, Any]:
         sampler_settings(TrainConfig(), task.answer_chars), temperature=0.0
     )
     base = evaluate_task(
-        policy.model, modality, task, greedy, num_prompts=cfg.eval_prompts, seed=cfg.seed
+        policy.model, modality, task, greedy, num_prompts=cfg.eval_count, seed=cfg.seed
     )
     say(_report("base ", base))
     save_policy(policy, out / "base_model")
-    # The whole demo keeps to cfg.max_seconds: MaskGRPO gets what SFT and evaluation left over.
+    # The whole demo keeps to cfg.budget_seconds: MaskGRPO gets what SFT and evaluation left over.
     elapsed = time.time() - started
     grpo_seconds = (
-        max(30.0, cfg.max_seconds - elapsed - FINAL_EVAL_RESERVE) if cfg.max_seconds else 0.0
+        max(30.0, cfg.budget_seconds - elapsed - FINAL_EVAL_RESERVE) if cfg.budget_seconds else 0.0
     )
     train_cfg = demo_train_config(cfg, grpo_seconds)
     result = run_train(train_cfg, policy=policy)
     final = evaluate_task(
-        policy.model, modality, task, greedy, num_prompts=cfg.eval_prompts, seed=cfg.seed
+        policy.model, modality, task, greedy, num_prompts=cfg.eval_count, seed=cfg.seed
     )
     say(_report("final", final))
     accuracy_plot = plot_curves(

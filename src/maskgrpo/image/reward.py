@@ -213,7 +213,11 @@ def _scorable(spec: dict, cfg: WorldConfig) -> bool:
 
 
 def make_geneval_reward(
-    config: WorldConfig | None = None, *, partial: bool = False, min_area: int = 20
+    config: WorldConfig | None = None,
+    *,
+    partial: bool = False,
+    min_area: int = 20,
+    penalise_extra: bool = False,
 ) -> RewardFn:
     """Build a TRL-style reward ``(prompts, completions, *, spec, **_) -> list[float | None]``.
 
@@ -221,7 +225,9 @@ def make_geneval_reward(
     GenEval spec column (dicts or JSON strings). ``partial=False``: 1.0 when GenEval would
     accept the image, else 0.0. ``partial=True``: the fraction of clauses met (count, colour,
     position per include; one per exclude), a denser signal for GRPO. Specs naming a class or
-    colour outside the world are unscorable (``None``).
+    colour outside the world are unscorable (``None``). ``penalise_extra=True`` (training
+    only) multiplies the score by ``min(1, requested / detected)`` objects, so crowding the
+    image with extra objects (which GenEval's "at least" rules accept) never pays.
     """
     cfg = config or WorldConfig()
 
@@ -243,11 +249,17 @@ def make_geneval_reward(
                 )
                 out.append(None)
                 continue
-            res = evaluate_spec(s, detect(img, cfg, min_area))
-            out.append(res.satisfied / max(res.total, 1) if partial else float(res.correct))
+            found = detect(img, cfg, min_area)
+            res = evaluate_spec(s, found)
+            score = res.satisfied / max(res.total, 1) if partial else float(res.correct)
+            if penalise_extra and found:
+                asked = sum(int(r["count"]) for r in s.get("include", []))
+                score *= min(1.0, asked / len(found))
+            out.append(score)
         return out
 
-    reward.__name__ = "geneval_partial_reward" if partial else "geneval_reward"
+    name = "geneval_partial_reward" if partial else "geneval_reward"
+    reward.__name__ = name + ("_no_extra" if penalise_extra else "")
     return reward
 
 
