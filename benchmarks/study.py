@@ -66,7 +66,8 @@ def part_truncation(args: argparse.Namespace, out: Path) -> dict[str, Any]:
     }
     ibudget = Budget.of(args.quick, image=True)
     image = {
-        g: [image_run("emerge", g, seed, out, ibudget) for seed in args.seeds] for g in IMAGE_GAMMAS
+        g: [image_run("emerge", g, seed, out, ibudget) for seed in args.image_seeds]
+        for g in IMAGE_GAMMAS
     }
     return study_report.truncation_section(text, image, args.plot_dir, args.tag)
 
@@ -82,7 +83,7 @@ def part_kl(args: argparse.Namespace, out: Path) -> dict[str, Any]:
 def part_emerge(args: argparse.Namespace, out: Path) -> dict[str, Any]:
     budget = Budget.of(args.quick, image=True)
     runs = {
-        f"{s}, {k}": [image_run(s, 0.8, seed, out, budget, k) for seed in args.seeds]
+        f"{s}, {k}": [image_run(s, 0.8, seed, out, budget, k) for seed in args.image_seeds]
         for k in IMAGE_TOKENIZERS
         for s in ("emerge", "maskgit")
     }
@@ -129,6 +130,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("part", choices=(*PARTS, "report"))
     parser.add_argument("--quick", action="store_true", help="a smoke run: few steps, one seed")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument(
+        "--image-seeds",
+        type=int,
+        nargs="+",
+        default=None,
+        help="seeds of the image runs (default: --seeds); image runs cost 3-5 minutes each",
+    )
     parser.add_argument("--out", default="runs/study", help="folder of the runs' JSON results")
     parser.add_argument("--docs", default=str(ROOT / "docs"), help="where results.md is written")
     parser.add_argument(
@@ -142,6 +150,8 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(args.threads)
     if args.quick:
         args.seeds = args.seeds[:1]
+    if args.image_seeds is None or args.quick:
+        args.image_seeds = args.seeds
     out = Path(args.out) / ("quick" if args.quick else "")
     docs = Path(args.docs)
     args.plot_dir = docs / "results"
@@ -153,7 +163,11 @@ def main(argv: list[str] | None = None) -> None:
     if args.part != "report":
         section = HANDLERS[args.part](args, out)
         section.update(
-            quick=args.quick, command=command, seeds=args.seeds, threads=torch.get_num_threads()
+            quick=args.quick,
+            command=command,
+            seeds=args.seeds,
+            image_seeds=args.image_seeds,
+            threads=torch.get_num_threads(),
         )
         name = f"{args.part}{'_smoke' if args.quick else ''}.json"
         sections = Path(args.out) / "sections"
