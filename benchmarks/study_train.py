@@ -158,7 +158,7 @@ def image_run(
     cached = _load(folder / "result.json")
     if cached is not None:
         return cached
-    cfg = _demo_cfg(seed, folder, budget, image_sampler=sampler)
+    cfg = _demo_cfg(seed, folder, budget, image_sampler=sampler, modality="image")
     recipe = dataclasses.replace(image_demo.ImageRecipe(), **IMAGE_TOKENIZERS[tokenizer])
     if budget.prompts_per_step:
         recipe = dataclasses.replace(
