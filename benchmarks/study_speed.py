@@ -28,6 +28,7 @@ from maskgrpo.grpo import group_advantages
 from maskgrpo.logprobs import view_logprobs
 from maskgrpo.masking import mask_ratios, remask, upto_first_eos
 from maskgrpo.rng import derive_generator
+from maskgrpo.sampling.common import gumbel_sample
 from maskgrpo.sampling.llada import generate, transfer_schedule
 from maskgrpo.trainer.grpo import build_parts, inner_update, make_rollout, prompt_batch
 from maskgrpo.trainer.run import _reward_set, setup
@@ -110,6 +111,7 @@ def sampler_speed(
         )
     b, ref = statistics.median(batched), statistics.median(reference)
     return {
+        "one_step": _one_step(model, prompts, mask_id, settings["gen_length"], gens(0), repeats),
         "settings": {**settings, "batch": prompts.shape[0], "prompt_width": prompts.shape[1]},
         "repeats": repeats,
         "batched_s": batched,
@@ -182,6 +184,26 @@ def step_split(cfg: TrainConfig, repeats: int) -> dict[str, Any]:
         "make_rollout_s": statistics.median(whole),
         "raw_s": times,
     }
+
+
+@torch.inference_mode()
+def _one_step(
+    model: nn.Module,
+    prompts: Tensor,
+    mask_id: int,
+    gen_length: int,
+    generators: list[torch.Generator],
+    repeats: int,
+) -> dict[str, float]:
+    """Where one decoding step's time goes: the forward (batched and per row) and the draw."""
+    x = torch.cat([prompts, torch.full((prompts.shape[0], gen_length), mask_id)], dim=1)
+    logits = model(x).logits
+    parts = {
+        "forward_batched": lambda: model(x).logits,
+        "forward_per_row": lambda: [model(x[b : b + 1]).logits for b in range(x.shape[0])],
+        "draw_batched": lambda: gumbel_sample(logits, 1.0, generators),
+    }
+    return {k: statistics.median(_time(f) for _ in range(repeats)) for k, f in parts.items()}
 
 
 def run_speed(quick: bool, seed: int) -> dict[str, Any]:
