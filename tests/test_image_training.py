@@ -12,10 +12,16 @@ import torch
 from maskgrpo.config import DemoConfig, TrainConfig
 from maskgrpo.image import WorldConfig, fit_quantizer, split_specs
 from maskgrpo.image.demo import ImageRecipe, run_image_demo
-from maskgrpo.image.modality import ImageModality, ImageSampling, image_token_spec
+from maskgrpo.image.modality import (
+    ImageModality,
+    ImageSampling,
+    WithEndOfImage,
+    image_token_spec,
+)
 from maskgrpo.image.reward import make_geneval_reward
 from maskgrpo.image.training import evaluate_images, rollout_diversity, train_image_sft
 from maskgrpo.image.words import WordTokenizer
+from maskgrpo.logprobs import split_head, token_logprobs
 from maskgrpo.modality import SamplerSettings
 from maskgrpo.models import TinyConfig, TinyDiffusionLM
 from maskgrpo.rewards.combine import RewardSet
@@ -43,7 +49,7 @@ def setup() -> tuple[ImageModality, list[dict]]:
     return mod, specs
 
 
-def tiny(mod: ImageModality) -> TinyDiffusionLM:
+def tiny(mod: ImageModality, extra: int = 0) -> TinyDiffusionLM:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
         cfg = TinyConfig(
@@ -51,7 +57,7 @@ def tiny(mod: ImageModality) -> TinyDiffusionLM:
             dim=32,
             n_layers=1,
             n_heads=2,
-            max_length=mod.prompt_width + mod.num_tokens,
+            max_length=mod.prompt_width + mod.num_tokens + extra,
         )
         return TinyDiffusionLM(cfg).eval()
 
@@ -103,6 +109,64 @@ def test_rollout_scores_only_image_tokens_on_the_code_softmax(setup: tuple) -> N
         # the code softmax: log-probs above log(1/V) on average for an untrained model
         assert float(old[scored].mean()) > -np.log(mod.spec.vocab_size)
     assert all(isinstance(c, np.ndarray) and c.dtype == np.uint8 for c in ro.completions)
+
+
+class _Spy(torch.nn.Module):
+    """Records every input the wrapped model sees."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        super().__init__()
+        self.model = model
+        self.seen: list[torch.Tensor] = []
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None):
+        self.seen.append(input_ids.clone())
+        return self.model(input_ids, attention_mask)
+
+
+def test_end_of_image_wrapper_shows_eoi_and_keeps_the_layout(setup: tuple, tmp_path: Path) -> None:
+    mod, specs = setup
+    eoi = mod.spec.eoi_id
+    inner = tiny(mod, extra=1)
+    wrapped = WithEndOfImage(inner, eoi).eval()
+    ids = mod.encode_prompts([specs[0]["prompt"], ""], torch.device("cpu"))
+    seqs = mod.rollout(wrapped, ids, SETTINGS, torch.Generator().manual_seed(0))
+    assert seqs.shape == (2, mod.prompt_width + mod.num_tokens) and eoi not in seqs
+    with torch.no_grad():
+        full = inner(torch.cat([seqs, torch.full((2, 1), eoi)], dim=1)).logits
+        assert torch.equal(wrapped(seqs).logits, full[:, :-1])
+        # the model does attend to <eoi>: without it the logits differ
+        assert not torch.allclose(inner(seqs).logits, full[:, :-1])
+        pad = torch.ones_like(seqs)
+        assert torch.equal(wrapped(seqs, attention_mask=pad).logits, full[:, :-1])
+    # scoring takes the full-logits path and matches a hand computation on the code softmax
+    assert split_head(wrapped) is None
+    scored = torch.zeros_like(seqs, dtype=torch.bool)
+    scored[:, mod.prompt_width :: 3] = True
+    noisy = torch.where(scored, mod.spec.mask_id, seqs)
+    lo, hi = mod.vocab_range or (0, 0)
+    got = token_logprobs(wrapped, noisy, seqs, scored, vocab_range=mod.vocab_range)
+    with torch.no_grad():
+        logits = inner(torch.cat([noisy, torch.full((2, 1), eoi)], dim=1)).logits[:, :-1, lo:hi]
+        want = logits.log_softmax(-1).gather(-1, (seqs - lo).clamp(0, hi - lo - 1)[..., None])[
+            ..., 0
+        ]
+    assert torch.allclose(got[scored], want[scored], atol=1e-5)
+    # one MaskGRPO step through the wrapper: every forward ends with <eoi>, parameters change
+    spy = _Spy(inner)
+    before = [p.detach().clone() for p in inner.parameters()]
+    rows = [{"prompt": s["prompt"], "spec": s} for s in specs]
+    history = train_grpo(grpo_config(), WithEndOfImage(spy, eoi), mod, rows, rewards(), SETTINGS)
+    assert history[0]["tokens_scored"] > 0 and spy.seen
+    assert all(bool((x[:, -1] == eoi).all()) and int((x == eoi).sum()) == len(x) for x in spy.seen)
+    assert any(not torch.equal(a, b) for a, b in zip(before, inner.parameters(), strict=True))
+    # saving writes the wrapped model, loadable on its own
+    wrapped.save_pretrained(str(tmp_path / "ckpt"))
+    again = TinyDiffusionLM.from_pretrained(tmp_path / "ckpt").eval()
+    with torch.no_grad():
+        assert torch.equal(again(seqs).logits, inner(seqs).logits)
+    with pytest.raises(ValueError, match="eoi_id=-1"):
+        WithEndOfImage(inner, -1)
 
 
 def test_sft_eval_and_diversity(setup: tuple) -> None:
