@@ -253,14 +253,19 @@ def make_geneval_reward(
             res = evaluate_spec(s, found)
             score = res.satisfied / max(res.total, 1) if partial else float(res.correct)
             if penalise_extra and found:
-                asked = sum(int(r["count"]) for r in s.get("include", []))
-                score *= min(1.0, asked / len(found))
+                score *= _crowding(s, len(found))
             out.append(score)
         return out
 
     name = "geneval_partial_reward" if partial else "geneval_reward"
     reward.__name__ = name + ("_no_extra" if penalise_extra else "")
     return reward
+
+
+def _crowding(spec: dict, found: int) -> float:
+    """``min(1, requested / found)``: 1.0 up to the objects the includes ask for, less beyond."""
+    asked = sum(int(r["count"]) for r in spec.get("include", []))
+    return min(1.0, asked / found)
 
 
 def make_no_extra_reward(config: WorldConfig | None = None, *, min_area: int = 20) -> RewardFn:
@@ -289,9 +294,8 @@ def make_no_extra_reward(config: WorldConfig | None = None, *, min_area: int = 2
             if not _scorable(s, cfg):
                 out.append(None)
                 continue
-            asked = sum(int(r["count"]) for r in s.get("include", []))
             found = len(detect(img, cfg, min_area))
-            out.append(min(1.0, asked / found) if found else 0.0)
+            out.append(_crowding(s, found) if found else 0.0)
         return out
 
     reward.__name__ = "no_extra_objects"
