@@ -31,12 +31,14 @@ __all__ = [
     "SpecResult",
     "classify_shape",
     "detect",
+    "detect_all",
     "evaluate_spec",
     "geneval_partial_reward",
     "geneval_reward",
     "label_components",
     "make_geneval_reward",
     "make_no_extra_reward",
+    "requested_objects",
     "score_by_tag",
 ]
 
@@ -212,6 +214,34 @@ def _scorable(spec: dict, cfg: WorldConfig) -> bool:
     )
 
 
+def detect_all(
+    completions: Sequence[np.ndarray | torch.Tensor],
+    spec: Sequence[dict | str],
+    config: WorldConfig,
+    min_area: int = 20,
+) -> list[tuple[dict, list[Detection]] | None]:
+    """Parse each spec and detect the objects of its image once: ``(spec, detections)`` pairs.
+
+    ``None`` marks a spec naming a class or colour outside the world (unscorable).
+    """
+    if len(spec) != len(completions):
+        raise ValueError(f"got {len(completions)} completions but {len(spec)} specs")
+    out: list[tuple[dict, list[Detection]] | None] = []
+    for img, raw in zip(completions, spec, strict=True):
+        s = _parse_spec(raw)
+        if not _scorable(s, config):
+            logger.warning("spec %r names things outside the world; unscorable", s.get("prompt"))
+            out.append(None)
+            continue
+        out.append((s, detect(img, config, min_area)))
+    return out
+
+
+def requested_objects(spec: dict) -> int:
+    """How many objects the spec's include clauses ask for."""
+    return sum(int(r["count"]) for r in spec.get("include", []))
+
+
 def make_geneval_reward(
     config: WorldConfig | None = None,
     *,
@@ -238,34 +268,22 @@ def make_geneval_reward(
         spec: Sequence[dict | str],
         **_: object,
     ) -> list[float | None]:
-        if len(spec) != len(completions):
-            raise ValueError(f"got {len(completions)} completions but {len(spec)} specs")
         out: list[float | None] = []
-        for img, raw in zip(completions, spec, strict=True):
-            s = _parse_spec(raw)
-            if not _scorable(s, cfg):
-                logger.warning(
-                    "spec %r names things outside the world; unscorable", s.get("prompt")
-                )
+        for item in detect_all(completions, spec, cfg, min_area):
+            if item is None:
                 out.append(None)
                 continue
-            found = detect(img, cfg, min_area)
+            s, found = item
             res = evaluate_spec(s, found)
             score = res.satisfied / max(res.total, 1) if partial else float(res.correct)
             if penalise_extra and found:
-                score *= _crowding(s, len(found))
+                score *= min(1.0, requested_objects(s) / len(found))
             out.append(score)
         return out
 
     name = "geneval_partial_reward" if partial else "geneval_reward"
     reward.__name__ = name + ("_no_extra" if penalise_extra else "")
     return reward
-
-
-def _crowding(spec: dict, found: int) -> float:
-    """``min(1, requested / found)``: 1.0 up to the objects the includes ask for, less beyond."""
-    asked = sum(int(r["count"]) for r in spec.get("include", []))
-    return min(1.0, asked / found)
 
 
 def make_no_extra_reward(config: WorldConfig | None = None, *, min_area: int = 20) -> RewardFn:
@@ -286,16 +304,13 @@ def make_no_extra_reward(config: WorldConfig | None = None, *, min_area: int = 2
         spec: Sequence[dict | str],
         **_: object,
     ) -> list[float | None]:
-        if len(spec) != len(completions):
-            raise ValueError(f"got {len(completions)} completions but {len(spec)} specs")
         out: list[float | None] = []
-        for img, raw in zip(completions, spec, strict=True):
-            s = _parse_spec(raw)
-            if not _scorable(s, cfg):
+        for item in detect_all(completions, spec, cfg, min_area):
+            if item is None:
                 out.append(None)
                 continue
-            found = len(detect(img, cfg, min_area))
-            out.append(_crowding(s, found) if found else 0.0)
+            s, found = item
+            out.append(min(1.0, requested_objects(s) / len(found)) if found else 0.0)
         return out
 
     reward.__name__ = "no_extra_objects"

@@ -27,7 +27,13 @@ from ..rng import derive_generator, derive_seed
 from ..trainer.evaluate import wilson_interval
 from ..trainer.sft import sft_loop, sft_loss
 from .modality import ImageModality
-from .reward import detect, make_geneval_reward, score_by_tag
+from .reward import (
+    detect_all,
+    evaluate_spec,
+    make_geneval_reward,
+    requested_objects,
+    score_by_tag,
+)
 from .world import WorldConfig, render
 
 __all__ = ["ImageEval", "evaluate_images", "rollout_diversity", "train_image_sft"]
@@ -148,16 +154,27 @@ def evaluate_images(
     """GenEval accuracy and mean partial reward over ``specs`` (one image each)."""
     prompts = [s["prompt"] for s in specs]
     images = generate_images(model, modality, prompts, settings, seed=seed, batch_size=batch_size)
-    full = make_geneval_reward(world)(prompts, images, spec=specs)
-    partial = make_geneval_reward(world, partial=True)(prompts, images, spec=specs)
+    # One detection per image, judged by GenEval's rules; an unscorable spec counts as failed.
+    full: list[float | None] = []
+    partial: list[float] = []
+    extra: list[bool] = []
+    for item in detect_all(images, specs, world):
+        if item is None:
+            full.append(None)
+            partial.append(0.0)
+            extra.append(False)
+            continue
+        spec, found = item
+        res = evaluate_spec(spec, found)
+        full.append(float(res.correct))
+        partial.append(res.satisfied / max(res.total, 1))
+        extra.append(len(found) > requested_objects(spec))
     correct = int(sum(r or 0.0 for r in full))
-    asked = [sum(int(r["count"]) for r in s.get("include", [])) for s in specs]
-    extra = [len(detect(img, world)) > n for img, n in zip(images, asked, strict=True)]
     return ImageEval(
         extra_objects=float(np.mean(extra)),
         accuracy=correct / len(specs),
         ci95=wilson_interval(correct, len(specs)),
-        reward=float(np.mean([r or 0.0 for r in partial])),
+        reward=float(np.mean(partial)),
         n=len(specs),
         by_tag=score_by_tag([s["tag"] for s in specs], full),
         images=images,
