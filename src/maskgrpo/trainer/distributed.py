@@ -1,65 +1,193 @@
-"""Multi-process training through accelerate: row sharding, gathers, process-invariant rollouts.
+"""Multi-process training through accelerate: DDP, FSDP2 or DeepSpeed ZeRO, equal to one process.
 
 Launch with ``accelerate launch --config_file configs/accelerate/<ddp|fsdp|zero2|zero3>.yaml
 -m maskgrpo.cli train ...``; a plain ``python``/``maskgrpo`` run is one process and every
-helper here is then the identity. No process management lives here: accelerate starts the
-processes and sets up ``torch.distributed``.
+helper here is then the identity (accelerate is not even imported). No process management and
+no gradient engine live here: accelerate starts the processes, creates the process group and
+wraps the model (``DistributedDataParallel``, ``fully_shard`` or a DeepSpeed engine).
 
-Layout of one step with ``W`` processes. The ``N = prompts x G`` rollouts of a step are split
-into ``W`` contiguous slices (``N`` must divide by ``W``), so a group may span processes:
+Layout of one step with ``W`` processes. The ``N`` rollouts of a step are split into ``W``
+contiguous slices (``N`` must divide by ``W``), so a group may span processes:
 - rollouts: row ``(p, g)`` draws its noise from a generator seeded by
   ``(seed, step, "rollout", p, g)`` -- the tokens do not depend on ``W``;
 - rewards: every process scores its slice; the reward lists are gathered so the group
   advantage uses the whole group (MaskGRPO Eq. 3);
 - masks: the ``mu`` views are drawn over the gathered batch from ``(seed, step, "mask", j)``
   and each process keeps its slice -- the same masks as on one process;
-- loss: normalised by the token count over all processes; gradients are averaged by the
-  wrapper (DDP/FSDP/DeepSpeed), so the local loss is scaled by ``W`` before backward.
+- loss: normalised by the token count over all processes; the wrapper averages gradients over
+  processes, so the local loss is scaled by ``W`` before backward, and the gradient is
+  synchronised once per inner update (``no_sync`` on all but the last micro-batch).
 
-Simplified: every micro-batch backward all-reduces (no ``no_sync``); under a wrapper the
-log-probs come from the full logits (the wrapper hides the trunk/head split).
+Every pass through the policy (rollouts, evaluation, old/reference/current log-probs) goes
+through one module, :class:`PolicyScorer`, prepared by accelerate: the wrapper then sees each
+pass (FSDP gathers the shards it needs, DDP registers the backward), and the log-probs keep the
+policy's trunk/head split inside it. Every process makes the same number of passes (a slice with
+nothing to score still runs the model), so the collectives of a sharded model stay in step.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
-from collections.abc import Sequence
+import weakref
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
+from ..logprobs import token_logprobs
+from ..logprobs import view_logprobs as _plain_view_logprobs
+from ..lora import is_lora
 from ..masking import MaskedView
 from ..rewards.combine import RewardResult
 from ..rng import derive_generator
 
 __all__ = [
+    "BLOCK_CLASSES",
+    "PolicyScorer",
     "accelerator",
+    "accumulate",
+    "agree",
+    "agreed_stop",
     "all_sum",
     "backward",
+    "block_classes",
     "clip_grad_norm",
+    "describe",
     "gather_rewards",
     "gather_rows",
     "is_main",
     "local_rows",
     "local_view",
     "prepare",
+    "for_sampling",
+    "prepared",
     "rank_world",
     "rollout_generator",
+    "shutdown",
+    "steps_in_backward",
+    "view_logprobs",
 ]
 
 log = logging.getLogger(__name__)
 
 _ACCELERATOR: Any = None  # created once, on the first call of accelerator() in a launch
 _SINGLE = object()
+_PREPARED: weakref.WeakKeyDictionary[nn.Module, nn.Module] = weakref.WeakKeyDictionary()
+
+# Transformer-block classes FSDP wraps one by one, per published model class, used when the
+# loaded model does not name them itself (``_no_split_modules``) or names classes it never
+# instantiates (LLaDA lists its abstract ``LLaDABlock``). Only names found in the model count.
+BLOCK_CLASSES: dict[str, tuple[str, ...]] = {
+    "LLaDAModelLM": ("LLaDALlamaBlock", "LLaDASequentialBlock"),
+    "MMadaModelLM": ("LLaDALlamaBlock", "LLaDASequentialBlock"),
+    "DreamModel": ("DreamDecoderLayer",),
+    "LlamaForCausalLM": ("LlamaDecoderLayer",),
+    "ModernBertForMaskedLM": ("ModernBertEncoderLayer",),
+    "TinyDiffusionLM": ("_Block",),
+}
+
+
+# ---- the launch ----------------------------------------------------------------------------
+
+
+def _launched_processes() -> int:
+    """Processes of the launch as the launcher announced them (``WORLD_SIZE``), 1 without one."""
+    return int(os.environ.get("WORLD_SIZE", "1") or 1)
+
+
+def _flag(name: str) -> bool:
+    return os.environ.get(name, "").lower() in ("1", "true", "yes")
+
+
+def accelerator() -> Any:
+    """The run's ``accelerate.Accelerator`` under a multi-process launch, else None.
+
+    Created once. Fails loudly when the launch has several processes but accelerate would not
+    synchronise them (the silent alternative is processes that each train their own model).
+    """
+    global _ACCELERATOR
+    if _ACCELERATOR is None:
+        processes = _launched_processes()
+        if processes <= 1:
+            _ACCELERATOR = _SINGLE  # a single process needs no accelerate
+        else:
+            _ACCELERATOR = _make_accelerator(processes)
+    return None if _ACCELERATOR is _SINGLE else _ACCELERATOR
+
+
+def _make_accelerator(processes: int) -> Any:
+    try:
+        from accelerate import Accelerator
+        from accelerate.utils import DistributedType, InitProcessGroupKwargs
+    except ImportError:
+        raise ImportError("a multi-process launch needs accelerate: pip install accelerate") from None
+    deepspeed = _flag("ACCELERATE_USE_DEEPSPEED")
+    fsdp = _flag("ACCELERATE_USE_FSDP")
+    handlers = []
+    cpu = _flag("ACCELERATE_USE_CPU")
+    if deepspeed and cpu:
+        raise ValueError(
+            "a DeepSpeed launch with ACCELERATE_USE_CPU=1: accelerate would drop DeepSpeed and "
+            "run plain DDP; on a CPU-only machine launch without ACCELERATE_USE_CPU (maskgrpo "
+            "then uses gloo and DeepSpeed's CPU accelerator)"
+        )
+    if not torch.cuda.is_available():
+        # CPU processes talk over gloo. Without cpu=True accelerate would see no device type
+        # with a backend and report one process while torch.distributed has several.
+        handlers.append(InitProcessGroupKwargs(backend="gloo"))
+        cpu = cpu or not deepspeed  # DeepSpeed runs on its own CPU accelerator instead
+    acc = Accelerator(cpu=cpu, kwargs_handlers=handlers)
+    if fsdp and acc.distributed_type == DistributedType.MULTI_CPU:
+        _enable_cpu_fsdp(acc)
+    expected = DistributedType.DEEPSPEED if deepspeed else DistributedType.FSDP if fsdp else None
+    problem = ""
+    if acc.num_processes != processes or acc.distributed_type == DistributedType.NO:
+        problem = f"accelerate set up {acc.num_processes} process(es) ({acc.distributed_type})"
+    elif expected is not None and acc.distributed_type != expected:
+        problem = f"the launch asked for {expected} but accelerate set up {acc.distributed_type}"
+    if problem:
+        raise RuntimeError(
+            f"{problem} while the launcher started {processes} processes; gradients would not "
+            "be synchronised. Launch with `accelerate launch` and a config from "
+            "configs/accelerate/ (add ACCELERATE_USE_CPU=1 for CPU processes)"
+        )
+    log.info("process %d of %d: %s", acc.process_index, acc.num_processes, describe_accelerator(acc))
+    return acc
+
+
+def _enable_cpu_fsdp(acc: Any) -> None:
+    """Run accelerate's FSDP2 path on CPU processes (gloo), for tests and debugging.
+
+    accelerate turns FSDP on only for GPU-like devices; on CPU it would silently run DDP
+    instead. The plugin comes from the launch's ``FSDP_*`` variables as on GPUs.
+    """
+    from accelerate.utils import DistributedType, FullyShardedDataParallelPlugin
+
+    plugin = FullyShardedDataParallelPlugin()
+    if plugin.fsdp_version != 2:
+        raise ValueError(
+            f"fsdp_version={plugin.fsdp_version} on CPU processes: only FSDP2 runs on CPU; set "
+            "fsdp_version: 2 in the accelerate config (configs/accelerate/fsdp.yaml)"
+        )
+    if acc.mixed_precision != "no":
+        plugin.set_mixed_precision(acc.mixed_precision)
+    from accelerate.state import PartialState
+
+    acc.state.fsdp_plugin = plugin
+    # accelerate re-reads the process state into AcceleratorState() on every instantiation
+    PartialState().distributed_type = DistributedType.FSDP
+    acc.state.distributed_type = DistributedType.FSDP
+    log.warning("CPU processes: accelerate's FSDP2 path enabled on gloo (a test configuration)")
 
 
 def rank_world() -> tuple[int, int]:
     """``(rank, world_size)`` of this process; ``(0, 1)`` outside a distributed launch."""
-    dist = torch.distributed
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
+    group = torch.distributed
+    if group.is_available() and group.is_initialized():
+        return group.get_rank(), group.get_world_size()
     return 0, 1
 
 
@@ -74,26 +202,45 @@ def is_main() -> bool:
     return rank_world()[0] == 0
 
 
-def accelerator() -> Any:
-    """The run's ``accelerate.Accelerator`` when launched on several processes, else None."""
-    global _ACCELERATOR
-    if _ACCELERATOR is None:
-        try:
-            from accelerate import PartialState
-        except ImportError:
-            if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-                raise ImportError(
-                    "a multi-process launch needs accelerate: pip install accelerate"
-                ) from None
-            _ACCELERATOR = _SINGLE  # a single process needs no accelerate
-            return None
+def describe_accelerator(acc: Any) -> dict[str, Any]:
+    from accelerate.utils import DistributedType
 
-        _ACCELERATOR = _SINGLE
-        if PartialState().num_processes > 1:
-            from accelerate import Accelerator
+    kind = acc.distributed_type
+    sharding = "replicated"  # DDP: every process holds the whole model and optimizer
+    if kind == DistributedType.FSDP:
+        plugin = acc.state.fsdp_plugin
+        if plugin.fsdp_version == 2:
+            sharding = "fsdp2_" + ("full_shard" if plugin.reshard_after_forward else "shard_grad_op")
+        else:
+            sharding = "fsdp1_" + str(getattr(plugin.sharding_strategy, "name", "")).lower()
+    elif kind == DistributedType.DEEPSPEED:
+        sharding = f"zero{acc.state.deepspeed_plugin.zero_stage}"
+    return {
+        "world_size": acc.num_processes,
+        "distributed_type": str(kind.value),
+        "sharding": sharding,
+    }
 
-            _ACCELERATOR = Accelerator()
-    return None if _ACCELERATOR is _SINGLE else _ACCELERATOR
+
+def describe() -> dict[str, Any]:
+    """``world_size``, ``distributed_type`` (accelerate's name; ``NO`` alone) and ``sharding``."""
+    acc = accelerator()
+    if acc is None:
+        return {"world_size": 1, "distributed_type": "NO", "sharding": "none"}
+    return describe_accelerator(acc)
+
+
+def _kind() -> str:
+    acc = accelerator()
+    return "NO" if acc is None else str(acc.distributed_type.value)
+
+
+def steps_in_backward() -> bool:
+    """True under DeepSpeed, whose engine clips and steps inside the last backward."""
+    return _kind() == "DEEPSPEED"
+
+
+# ---- rows and collectives ------------------------------------------------------------------
 
 
 def local_rows(total: int) -> slice:
@@ -127,17 +274,18 @@ def rollout_generator(
     return derive_generator(seed, step, "rollout", "rank", rank, device=device)
 
 
-def gather_rows(t: Tensor) -> Tensor:
-    """Concatenate equal-shaped ``t`` of all processes along dim 0, in rank order."""
+def gather_rows(t: Tensor, dim: int = 0) -> Tensor:
+    """Concatenate equal-shaped ``t`` of all processes along ``dim``, in rank order."""
     _, world = rank_world()
     if world == 1:
         return t
     parts = [torch.empty_like(t) for _ in range(world)]
     torch.distributed.all_gather(parts, t.contiguous())
-    return torch.cat(parts)
+    return torch.cat(parts, dim=dim)
 
 
-def _gather_lists(values: Sequence[Any]) -> list[Any]:
+def gather_lists(values: Sequence[Any]) -> list[Any]:
+    """The lists of all processes, concatenated in rank order."""
     _, world = rank_world()
     if world == 1:
         return list(values)
@@ -146,19 +294,28 @@ def _gather_lists(values: Sequence[Any]) -> list[Any]:
     return [v for part in parts for v in part]
 
 
+def broadcast(value: Any) -> Any:
+    """The main process's ``value`` on every process (a picklable object; no tensors)."""
+    if rank_world()[1] == 1:
+        return value
+    box = [value]
+    torch.distributed.broadcast_object_list(box, src=0)
+    return box[0]
+
+
 def gather_rewards(result: RewardResult) -> RewardResult:
     """The rewards of all processes' rows, in global row order (error counts summed)."""
     if rank_world()[1] == 1:
         return result
     names = sorted(result.per_function)
-    errors = _gather_lists([result.errors])
+    errors = gather_lists([result.errors])
     summed: dict[str, int] = {}
     for part in errors:
         for k, v in part.items():
             summed[k] = summed.get(k, 0) + v
     return RewardResult(
-        _gather_lists(result.total),
-        {n: _gather_lists(result.per_function[n]) for n in names},
+        gather_lists(result.total),
+        {n: gather_lists(result.per_function[n]) for n in names},
         summed,
     )
 
@@ -179,28 +336,321 @@ def all_sum(*values: float) -> tuple[float, ...]:
     return tuple(float(v) for v in t)
 
 
-def backward(loss: Tensor) -> None:
+def _max(value: int) -> int:
+    if rank_world()[1] == 1:
+        return value
+    t = torch.tensor([value], dtype=torch.int64)
+    torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MAX)
+    return int(t.item())
+
+
+def agree(flag: bool) -> bool:
+    """True on every process when it is true on any (time budgets, stop requests)."""
+    return bool(_max(1 if flag else 0))
+
+
+def agreed_stop(should_stop: Callable[[Any], bool] | None) -> Callable[[Any], bool]:
+    """``should_stop`` asked on every process, answered for all: a signal that reached one
+    process stops every process at the same inner update (its ``signum`` is shared too)."""
+    if should_stop is None:
+        return lambda _: False
+    asked = should_stop
+
+    def stop(state: Any) -> bool:
+        local = bool(asked(state))
+        code = _max(int(getattr(asked, "signum", 0) or 0) or int(local))
+        if code > 1 and hasattr(asked, "signum") and not asked.signum:
+            asked.signum = code  # type: ignore[attr-defined]
+        return code > 0
+
+    return stop
+
+
+# ---- FSDP wrapping -------------------------------------------------------------------------
+
+
+def _base(model: nn.Module) -> nn.Module:
+    get_base = getattr(model, "get_base_model", None)  # peft
+    return get_base() if callable(get_base) else model
+
+
+def block_classes(model: nn.Module) -> list[str]:
+    """Names of the transformer-block classes of ``model`` (for FSDP's per-block wrapping).
+
+    The model's own ``_no_split_modules``, then :data:`BLOCK_CLASSES`, keeping only classes the
+    model instantiates; failing both, the class of the largest ``nn.ModuleList``'s elements.
+    """
+    base = _base(model)
+    present = {type(m).__name__ for m in base.modules()}
+    named = list(getattr(base, "_no_split_modules", None) or [])
+    named += BLOCK_CLASSES.get(type(base).__name__, ())
+    found = [n for n in dict.fromkeys(named) if n in present]
+    if found:
+        return found
+    lists = [m for m in base.modules() if isinstance(m, nn.ModuleList) and len(m) > 1]
+    if not lists:
+        return []
+    blocks = max(lists, key=len)
+    kinds = {type(b).__name__ for b in blocks}
+    return sorted(kinds) if len(kinds) == 1 else []
+
+
+def _configure_fsdp(acc: Any, policy: nn.Module) -> None:
+    """Name the policy's block classes for transformer-based wrapping unless the config did."""
+    from torch.distributed.fsdp.wrap import transformer_auto_wrap_policy
+
+    plugin = acc.state.fsdp_plugin
+    if plugin.auto_wrap_policy is not transformer_auto_wrap_policy:
+        return
+    present = {type(m).__name__ for m in policy.modules()}
+    names = plugin.transformer_cls_names_to_wrap
+    if names:
+        missing = [n for n in names if n not in present]
+        if missing:
+            raise ValueError(
+                f"fsdp_transformer_layer_cls_to_wrap names {missing}, which "
+                f"{type(_base(policy)).__name__} does not contain; use "
+                f"{block_classes(policy) or 'a class of the model'} or leave it unset"
+            )
+        return
+    found = block_classes(policy)
+    if not found:
+        raise ValueError(
+            f"cannot find the transformer blocks of {type(_base(policy)).__name__} for FSDP; set "
+            "fsdp_transformer_layer_cls_to_wrap in the accelerate config"
+        )
+    plugin.transformer_cls_names_to_wrap = found
+    log.info("FSDP wraps each %s", " / ".join(found))
+
+
+# ---- one entry point for every pass --------------------------------------------------------
+
+
+class PolicyScorer(nn.Module):
+    """The policy behind one ``forward``: rollouts (``targets=None``) and view log-probs.
+
+    ``forward(ids)`` is ``policy(ids)``. ``forward(noisy_ids, targets=, scored=)`` returns
+    :func:`maskgrpo.logprobs.view_logprobs` of the policy (``reference=True``: with a LoRA
+    adapter switched off), except that a slice with no scored position still runs the model,
+    with a zero that keeps every parameter in the graph, so all processes make the same passes.
+    """
+
+    def __init__(self, policy: nn.Module) -> None:
+        super().__init__()
+        self.policy = policy
+        self._no_split_modules = block_classes(policy)
+        self.train(policy.training)
+
+    def get_input_embeddings(self) -> nn.Module | None:
+        get = getattr(self.policy, "get_input_embeddings", None)
+        return get() if callable(get) else None
+
+    def get_output_embeddings(self) -> nn.Module | None:
+        get = getattr(self.policy, "get_output_embeddings", None)
+        return get() if callable(get) else None
+
+    def forward(
+        self,
+        input_ids: Tensor,
+        attention_mask: Tensor | None = None,
+        *,
+        targets: Tensor | None = None,
+        scored: Tensor | None = None,
+        micro_batch_size: int | None = None,
+        vocab_range: tuple[int, int] | None = None,
+        reference: bool = False,
+    ) -> Any:
+        if targets is None or scored is None:
+            extra = {} if attention_mask is None else {"attention_mask": attention_mask}
+            return self.policy(input_ids, **extra)
+        off = getattr(self.policy, "disable_adapter", None)
+        ctx = off() if reference and callable(off) else contextlib.nullcontext()
+        with ctx:
+            return _aligned_view_logprobs(
+                self.policy, MaskedView(input_ids, scored), targets, micro_batch_size, vocab_range
+            )
+
+
+def _aligned_view_logprobs(
+    model: nn.Module,
+    view: MaskedView,
+    targets: Tensor,
+    micro_batch_size: int | None,
+    vocab_range: tuple[int, int] | None,
+) -> tuple[Tensor, Tensor]:
+    """:func:`maskgrpo.logprobs.view_logprobs` (same slices, same sums) with no skipped pass."""
+    batch = targets.shape[0]
+    step = micro_batch_size or batch
+    logp = torch.zeros(targets.shape, dtype=torch.float32, device=targets.device)
+    for v in range(view.num_views):
+        parts = []
+        for s in range(0, batch, step):
+            ids, scored = view.noisy_ids[v, s : s + step], view.scored[v, s : s + step]
+            if bool(scored.any()):
+                part = token_logprobs(
+                    model, ids, targets[s : s + step], scored, vocab_range=vocab_range
+                )
+            else:
+                logits = model(ids).logits
+                zero = torch.zeros(scored.shape, dtype=torch.float32, device=ids.device)
+                part = zero + torch.where(torch.zeros((), dtype=torch.bool), logits.sum(), 0.0)
+            parts.append(part)
+        logp = logp + torch.cat(parts)
+    return logp, view.scored.any(dim=0)
+
+
+class _ReferenceScorer(nn.Module):
+    """The LoRA reference behind a prepared scorer: the same passes with the adapter off."""
+
+    _scorer: Any
+
+    def __init__(self, scorer: nn.Module) -> None:
+        super().__init__()
+        object.__setattr__(self, "_scorer", scorer)  # not registered: shares the weights
+
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        return self._scorer(*args, reference=True, **kwargs)
+
+
+def _scorer(model: nn.Module) -> PolicyScorer | None:
+    inner = getattr(model, "module", model)  # DDP and DeepSpeed keep the module in .module
+    return inner if isinstance(inner, PolicyScorer) else None
+
+
+def view_logprobs(
+    model: nn.Module,
+    view: MaskedView,
+    targets: Tensor,
+    *,
+    micro_batch_size: int | None = None,
+    vocab_range: tuple[int, int] | None = None,
+) -> tuple[Tensor, Tensor]:
+    """:func:`maskgrpo.logprobs.view_logprobs`, through the wrapper when ``model`` is prepared."""
+    if isinstance(model, _ReferenceScorer) or _scorer(model) is not None:
+        out: tuple[Tensor, Tensor] = model(
+            view.noisy_ids,
+            targets=targets,
+            scored=view.scored,
+            micro_batch_size=micro_batch_size,
+            vocab_range=vocab_range,
+        )
+        return out
+    return _plain_view_logprobs(
+        model, view, targets, micro_batch_size=micro_batch_size, vocab_range=vocab_range
+    )
+
+
+class _Sampling(nn.Module):
+    """A prepared module for the samplers: called outside inference mode, without gradients.
+
+    A sharded model gathers its weights into buffers it reuses in the training passes; made
+    under the samplers' ``torch.inference_mode`` they could not be used by autograd afterwards.
+    """
+
+    def __init__(self, wrapped: nn.Module) -> None:
+        super().__init__()
+        self.wrapped = wrapped
+        self.train(wrapped.training)
+
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        with torch.inference_mode(False), torch.no_grad():
+            return self.wrapped(*args, **kwargs)
+
+
+def for_sampling(model: nn.Module) -> nn.Module:
+    """What to hand a sampler (rollouts, evaluation) for ``model``: a prepared policy's wrapper
+    (which every process must then call alike), or ``model`` itself on one process."""
+    wrapped = _PREPARED.get(model, model)
+    if _scorer(wrapped) is None:
+        return model
+    return _Sampling(wrapped)
+
+
+def prepared(policy: nn.Module) -> nn.Module:
+    """The prepared module of ``policy``; ``policy`` itself when it was not prepared."""
+    return _PREPARED.get(policy, policy)
+
+
+def prepare(model: nn.Module, parts: Any, max_grad_norm: float = 0.0) -> nn.Module:
+    """Wrap ``model`` and ``parts.optimizer`` (and shard ``parts.ref_model``) for the launch.
+
+    Returns the module the loop calls (the policy itself on one process). Idempotent: a policy
+    prepared before (e.g. to load a checkpoint) returns its wrapper again. Optimizer state
+    already loaded (a resumed run) is carried over onto the sharded parameters.
+    """
+    acc = accelerator()
+    if acc is None:
+        return model
+    if model in _PREPARED:
+        return _PREPARED[model]
+    from . import dist_state
+
+    kind = _kind()
+    if kind == "FSDP":
+        _configure_fsdp(acc, model)
+    if kind == "DEEPSPEED":
+        _configure_deepspeed(acc, max_grad_norm)
+    saved = dist_state.optimizer_snapshot(parts.optimizer, model)
+    ref = parts.ref_model
+    lora_ref = ref is not None and is_lora(model)  # the reference is the adapter switched off
+    wrapped, parts.optimizer = acc.prepare(PolicyScorer(model), parts.optimizer)
+    dist_state.restore_optimizer(saved, wrapped, parts.optimizer)
+    if ref is not None and kind in ("FSDP", "DEEPSPEED") and lora_ref:
+        parts.ref_model = _ReferenceScorer(wrapped)  # the policy's own sharded weights
+    elif ref is not None and kind == "FSDP":
+        from accelerate.utils.fsdp_utils import fsdp2_prepare_model
+
+        parts.ref_model = fsdp2_prepare_model(acc, PolicyScorer(ref))
+    _PREPARED[model] = wrapped
+    log.info("prepared %s for %s", type(model).__name__, describe_accelerator(acc))
+    return wrapped
+
+
+def _configure_deepspeed(acc: Any, max_grad_norm: float) -> None:
+    """Fill what accelerate cannot infer without a dataloader, and clip as maskgrpo is told."""
+    config = acc.state.deepspeed_plugin.deepspeed_config
+    if not isinstance(config.get("train_micro_batch_size_per_gpu"), int):
+        config["train_micro_batch_size_per_gpu"] = 1  # bookkeeping only: no dataloader here
+    clip = config.get("gradient_clipping")
+    if clip not in (None, "auto", max_grad_norm):
+        log.info("DeepSpeed gradient_clipping=%s replaced by max_grad_norm=%s", clip, max_grad_norm)
+    config["gradient_clipping"] = float(max(max_grad_norm, 0.0))  # clipped inside its step
+
+
+# ---- backward, accumulation, clipping -----------------------------------------------------
+
+
+@contextlib.contextmanager
+def accumulate(model: nn.Module, *, last: bool) -> Iterator[None]:
+    """Around one micro-batch's forward and backward: no gradient sync unless ``last``."""
+    acc = accelerator()
+    if acc is None or last or steps_in_backward():
+        yield
+        return
+    with acc.no_sync(model):
+        yield
+
+
+def backward(model: nn.Module, loss: Tensor, *, last: bool = True) -> None:
     """Backward of a loss normalised over all processes (the wrapper averages gradients)."""
     acc = accelerator()
     if acc is None:
         loss.backward()
         return
-    acc.backward(loss * acc.num_processes)
+    scaled = loss * acc.num_processes
+    if steps_in_backward():  # the engine clips and steps at the last micro-batch
+        acc.deepspeed_engine_wrapped.backward(scaled, sync_gradients=last, scale_wrt_gas=False)
+        return
+    acc.backward(scaled)
 
 
 def clip_grad_norm(model: nn.Module, max_norm: float) -> float:
+    """The gradient norm over all processes before clipping; clips to ``max_norm``.
+
+    Under DeepSpeed the engine has clipped and stepped already; this reads its norm.
+    """
     acc = accelerator()
     if acc is None:
         return float(torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm))
-    return float(acc.clip_grad_norm_(model.parameters(), max_norm))
-
-
-def prepare(model: nn.Module, optimizer: torch.optim.Optimizer) -> tuple[nn.Module, Any]:
-    """Wrap model and optimizer for the launch's strategy (DDP/FSDP/DeepSpeed); identity alone."""
-    acc = accelerator()
-    if acc is None:
-        return model, optimizer
-    rank, world = rank_world()
-    log.info("process %d of %d: %s", rank, world, acc.distributed_type)
-    wrapped, opt = acc.prepare(model, optimizer)
-    return wrapped, opt
+    norm = acc.clip_grad_norm_(model.parameters(), max_norm)
+    return float("nan") if norm is None else float(norm)

@@ -37,9 +37,10 @@ from .checkpoint import (
     read_trainer_state,
     reconcile_config,
     resolve_checkpoint,
-    save_checkpoint,
+    save_checkpoint_all_ranks,
     set_learning_rate,
 )
+from .dist_state import full_state
 from .evaluate import TaskEval, evaluate_task
 from .grpo import (
     Rollout,
@@ -220,7 +221,7 @@ def run_train(cfg: TrainConfig, *, policy: Policy | None = None) -> dict[str, An
     logger = RunLogger(out, enabled=main)
     if resume_from is not None:
         state = _resume(cfg, resume_from, s, parts, logger)
-    saver = _Saver(cfg, s.policy, parts, out, enabled=main)
+    saver = _Saver(cfg, s.policy, parts, out)
     if resume_from is not None:  # saving again at the same position would only duplicate it
         saver.last, saver.position = resume_from, state.position
     bar = tqdm(total=cfg.steps, initial=state.step, desc="maskgrpo", disable=None if main else True)
@@ -250,8 +251,10 @@ def run_train(cfg: TrainConfig, *, policy: Policy | None = None) -> dict[str, An
     if stop.signum:
         raise TrainingInterrupted(checkpoint, out, stop.signum, state.position)
     final, plot = out / "checkpoints" / "final", out / "reward_curve.png"
+    with full_state(s.policy.model):  # every process gathers a sharded model; the main one writes
+        if main:
+            final = export_model(s.policy, out, "final")
     if main:
-        final = export_model(s.policy, out, "final")
         plot = plot_curves(
             read_metrics(logger.metrics_path),
             plot,
@@ -266,6 +269,7 @@ def run_train(cfg: TrainConfig, *, policy: Policy | None = None) -> dict[str, An
         "metrics": str(logger.metrics_path),
         "plot": str(plot),
         "final_reward": history[-1]["reward_mean"] if history else None,
+        **dist.describe(),  # world_size, distributed_type, sharding
     }
 
 
@@ -316,21 +320,19 @@ class _Saver:
     """Saves checkpoints of this run, once per position."""
 
     def __init__(
-        self, cfg: TrainConfig, policy: Policy, parts: TrainParts, out: Path, *, enabled: bool
+        self, cfg: TrainConfig, policy: Policy, parts: TrainParts, out: Path
     ) -> None:
         self.cfg, self.policy, self.parts, self.root = cfg, policy, parts, out / "checkpoints"
-        self.enabled = enabled  # False on the non-main processes of a distributed run
         self.last: Path | None = None
         self.position: tuple[int, int] | None = None
 
     def save(self, state: TrainState) -> Path:
         if self.last is not None and self.position == state.position:
             return self.last
-        if not self.enabled:
-            return self.root
-        self.last = save_checkpoint(
+        self.last = save_checkpoint_all_ranks(  # every process: gathers rows and shards
             self.root,
             state,
+            model=self.policy.model,
             write_model=self._write_model,
             parts=self.parts,
             config=dataclasses.asdict(self.cfg),
@@ -360,7 +362,7 @@ def _step_callback(
         step = metrics["step"]
         if cfg.eval_every and step % cfg.eval_every == 0:
             ev = evaluate_task(
-                s.policy.model,
+                dist.for_sampling(s.policy.model),  # through the wrapper: every process evaluates
                 s.modality,
                 s.task,
                 greedy,
@@ -368,7 +370,7 @@ def _step_callback(
                 seed=cfg.seed,
             )
             metrics["heldout_accuracy"] = ev.accuracy
-        metrics["world_size"] = dist.rank_world()[1]
+        metrics.update(dist.describe())  # world_size, distributed_type, sharding
         if step % cfg.log_every == 0:
             logger.log(metrics)
         if cfg.sample_every and step % cfg.sample_every == 0:
