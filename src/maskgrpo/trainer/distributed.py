@@ -25,10 +25,9 @@ state with :mod:`.dist_state`.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -42,7 +41,6 @@ __all__ = [
     "BLOCK_CLASSES",
     "PolicyScorer",
     "accelerator",
-    "accumulate",
     "agree",
     "agreed_stop",
     "all_sum",
@@ -65,6 +63,7 @@ __all__ = [
     "rollout_generator",
     "shutdown",
     "steps_in_backward",
+    "sync_gradients",
     "view_logprobs",
 ]
 
@@ -353,15 +352,20 @@ def agreed_stop(should_stop: Callable[[Any], bool] | None) -> Callable[[Any], bo
 # ---- backward, accumulation, clipping -----------------------------------------------------
 
 
-@contextlib.contextmanager
-def accumulate(model: nn.Module, *, last: bool) -> Iterator[None]:
-    """Around one micro-batch's forward and backward: no gradient sync unless ``last``."""
+def sync_gradients(model: nn.Module, last: bool) -> None:
+    """Before a micro-batch's forward: its backward synchronises gradients only when ``last``.
+
+    The flag DDP's ``no_sync()`` sets, or FSDP2's ``set_requires_gradient_sync``; DeepSpeed is
+    told at backward. The last micro-batch of every update turns synchronisation back on.
+    """
     acc = accelerator()
-    if acc is None or last or steps_in_backward():
-        yield
+    if acc is None or steps_in_backward():
         return
-    with acc.no_sync(model):
-        yield
+    wrapper: Any = model
+    if acc.is_fsdp2:
+        wrapper.set_requires_gradient_sync(last)
+    elif hasattr(wrapper, "require_backward_grad_sync"):
+        wrapper.require_backward_grad_sync = last
 
 
 def backward(model: nn.Module, loss: Tensor, *, last: bool = True) -> None:

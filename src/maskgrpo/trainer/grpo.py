@@ -251,25 +251,25 @@ def inner_update(
     total_loss, kl, clip = 0.0, 0.0, 0.0
     for s in range(0, n, micro):
         rows, last = slice(s, s + micro), s + micro >= n
-        with dist.accumulate(model, last=last):  # gradients synchronised once, at the last
-            part = MaskedView(view.noisy_ids[:, rows], view.scored[:, rows])
-            logp, _ = dist.view_logprobs(model, part, rollout.sequences[rows], vocab_range=vocab)
-            ref = rollout.ref_logp[j]
-            loss, st = grpo_loss(
-                logp,
-                rollout.old_logp[j][rows],
-                rollout.advantages[rows],
-                loss_mask[rows],
-                ref_logp=None if ref is None else ref[rows],
-                beta=cfg.beta,
-                eps=cfg.eps,
-                eps_high=cfg.eps_high if cfg.eps_high >= 0 else None,
-                normalization=cfg.normalization,
-                normalizer=None if cfg.normalization == "sequence" else normalizer,
-            )
-            if cfg.normalization == "sequence":
-                loss = loss * (logp.shape[0] / n_all)  # mean of per-sequence means over the batch
-            dist.backward(model, loss, last=last)
+        dist.sync_gradients(model, last)  # gradients synchronised once, at the last micro-batch
+        part = MaskedView(view.noisy_ids[:, rows], view.scored[:, rows])
+        logp, _ = dist.view_logprobs(model, part, rollout.sequences[rows], vocab_range=vocab)
+        ref = rollout.ref_logp[j]
+        loss, st = grpo_loss(
+            logp,
+            rollout.old_logp[j][rows],
+            rollout.advantages[rows],
+            loss_mask[rows],
+            ref_logp=None if ref is None else ref[rows],
+            beta=cfg.beta,
+            eps=cfg.eps,
+            eps_high=cfg.eps_high if cfg.eps_high >= 0 else None,
+            normalization=cfg.normalization,
+            normalizer=None if cfg.normalization == "sequence" else normalizer,
+        )
+        if cfg.normalization == "sequence":
+            loss = loss * (logp.shape[0] / n_all)  # mean of per-sequence means over the batch
+        dist.backward(model, loss, last=last)
         total_loss += float(loss.detach())
         kl += st.kl * st.tokens / tokens
         clip += st.clip_fraction * st.tokens / tokens
