@@ -93,9 +93,17 @@ def _inner_optimizer(optimizer: Any) -> torch.optim.Optimizer:
     return out
 
 
+_WRAPPER_PARTS = ("_checkpoint_wrapped_module.", "_orig_mod.", "_fsdp_wrapped_module.")
+
+
 def _names(wrapped: nn.Module, optimizer: torch.optim.Optimizer) -> list[str]:
-    """The fully qualified name of each parameter of ``optimizer``, in its order."""
-    by_id = {id(p): n for n, p in wrapped.named_parameters()}
+    """The name of each parameter of ``optimizer``, in its order, without the parts wrappers
+    add (activation checkpointing, ``torch.compile``), as torch's state-dict helpers name them."""
+    by_id = {}
+    for name, p in wrapped.named_parameters():
+        for part in _WRAPPER_PARTS:
+            name = name.replace(part, "")
+        by_id[id(p)] = name
     return [by_id[id(p)] for g in optimizer.param_groups for p in g["params"]]
 
 
