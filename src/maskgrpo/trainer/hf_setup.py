@@ -2,9 +2,11 @@
 
 :func:`load_for_task` turns ``--model <hub id or folder>`` into the policy, modality and answer
 length the loop needs: the model and token spec from :func:`maskgrpo.models.hf.load_hf_policy`,
-chat-templated prompts of one fixed width (the longest prompt of the task, so every row fits
-and rollouts do not depend on batch composition), and -- for ``maskgrpo train`` -- LoRA
-(MaskGRPO, arXiv 2510.02880: r=128, alpha=64) and gradient checkpointing.
+chat-templated prompts of one fixed width (the longest prompt of the task, so every row fits;
+padding is hidden from the model exactly, so rollouts do not depend on batch composition), and
+-- for ``maskgrpo train`` -- LoRA (MaskGRPO, arXiv 2510.02880: r=128, alpha=64; the target
+layers default to the model family's preset) and gradient checkpointing. ``--model`` may be a
+LoRA output folder: its base with the adapter merged in (a new LoRA trains on top of it).
 
 A synthetic task works with any tokenizer that encodes its characters and decodes them back
 unchanged; the check runs before training. Checkpoints hold the trainable tensors only with
@@ -102,6 +104,7 @@ def load_for_task(
         dtype=TORCH_DTYPES[cfg.dtype],
         device=device,
         mask_token=cfg.mask_token or None,
+        family=cfg.family,
     )
     tokenizer = hf.tokenizer
     check_encodable(tokenizer, task, cfg.model)
@@ -121,10 +124,7 @@ def load_for_task(
             f"prompts ({width} tokens with the chat template) + gen_length ({gen_length}) "
             f"exceed the model's {limit} positions; lower gen_length"
         )
-    model = hf.model
-    config: Any = getattr(model, "config", None)
-    if getattr(config, "use_cache", None):  # no KV cache: every pass sees the whole sequence,
-        config.use_cache = False  # and checkpointed blocks must not append to one
+    model = hf.model  # its family turned the KV cache off (checkpointed blocks must not use one)
     if isinstance(cfg, TrainConfig):
         model = prepare_model(cfg, model)
     log.info("task %s: prompt width %d, answers up to %d tokens", task.name, width, answer_tokens)
