@@ -103,3 +103,21 @@ def test_family_override_and_a_bad_family(remote_models: Path) -> None:
 def test_remote_code_needs_trust(remote_models: Path) -> None:
     with pytest.raises(ValueError, match="trust_remote_code=True"):
         load_hf_policy(str(remote_models / "dream"))
+
+
+def test_a_model_loaded_by_the_user_is_bound_on_first_use(remote_models: Path) -> None:
+    """A remote-code model loaded without the loader (here through the compatibility layer
+    alone) gets its family when first called: Dream's shift applies."""
+    from maskgrpo.models.compat import load_remote_model
+
+    folder = str(remote_models / "dream")
+    model = load_remote_model(
+        folder, "modeling_dream.DreamModel", "AutoModel", dtype=torch.float32
+    ).eval()
+    assert not hasattr(model, "maskgrpo_binding")
+    ids = torch.randint(3, 250, (1, 8), generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        logits = model_call(model).logits(ids)
+        raw = model(ids).logits
+    assert model.maskgrpo_binding.family.name == "dream"
+    torch.testing.assert_close(logits[:, 1:], raw[:, :-1], rtol=0, atol=1e-5)

@@ -102,3 +102,33 @@ def test_dream_hub_code_rejects_a_2d_mask_but_the_adapter_pads_it(loaded: Loaded
     with torch.no_grad():
         logits = model_call(policy.model).logits(ids, attention)
     assert bool(torch.isfinite(logits[attention.bool()]).all())
+
+
+class DistributedDataParallel(torch.nn.Module):
+    """Stands in for torch's DDP: ``module`` inside, a ``forward`` that must run (and counts)."""
+
+    def __init__(self, module: torch.nn.Module) -> None:
+        super().__init__()
+        self.module = module
+        self.calls = 0
+
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        self.calls += 1
+        return self.module(*args, **kwargs)
+
+
+@pytest.mark.parametrize("name", FIXTURES)
+def test_full_forward_path_keeps_alignment_and_padding(name: str, loaded: Loaded) -> None:
+    """Under a distributed wrapper the public forward runs (padding in the family's own form,
+    Dream's shift applied after it) and gives what the hidden-state path gives."""
+    policy = loaded(name)
+    ids, attention = left_pad(prompt_rows(policy), policy.spec.pad_id, extra=1)
+    wrapper = DistributedDataParallel(policy.model)
+    wrapped = model_call(wrapper)
+    assert not wrapped.lean and wrapped.family is policy.family
+    with torch.no_grad():
+        lean = model_call(policy.model).logits(ids, attention)
+        full = wrapped.logits(ids, attention)
+    assert wrapper.calls >= 1
+    real = attention.bool()
+    assert float((full - lean)[real].abs().max()) < 1e-4

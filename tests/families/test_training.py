@@ -14,6 +14,8 @@ from families_support import FIXTURES, cli_args, out_args, train_args, varied_ta
 from safetensors.torch import load_file
 
 from maskgrpo.cli import main
+from maskgrpo.logprobs import token_logprobs
+from maskgrpo.lora import apply_lora, reference_policy
 from maskgrpo.models.calls import model_call
 from maskgrpo.models.hf import load_hf_policy
 from maskgrpo.sampling.llada import generate
@@ -50,7 +52,7 @@ def test_lora_trains_resumes_and_its_output_is_usable(
     name: str, remote_models: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     model = str(remote_models / name)
-    lora = {"lora_r": 4, "lora_alpha": 8, "save_steps": 1}
+    lora = {"lora_r": 4, "lora_alpha": 8, "save_steps": 1, "gradient_checkpointing": True}
     straight, resumed = tmp_path / "straight", tmp_path / "resumed"
     _train(model, straight, **lora)
     _train(model, resumed, **{**lora, "steps": 1})
@@ -122,3 +124,28 @@ def test_full_fine_tuning_writes_a_loadable_final_model(
     assert any(not torch.equal(before[k], after[k]) for k in before)
     ev = cli_args("eval", str(final), num_prompts=4, task=TASK)
     assert main([*ev, *out_args(str(tmp_path / "eval"))]) == 0
+
+
+@pytest.mark.parametrize("name", FIXTURES)
+def test_lora_reference_is_the_base_model_under_the_family_conventions(
+    name: str, remote_models: Path
+) -> None:
+    """The adapter-disabled reference scores like the base model, padding and alignment kept."""
+    policy = load_hf_policy(str(remote_models / name), trust_remote_code=True)
+    rows = [[5, 6, 7, 8, 9, 10, 11], [12, 13, 14]]
+    pad = policy.spec.pad_id
+    ids = torch.tensor([[pad] * (7 - len(r)) + r for r in rows])
+    scored = torch.zeros_like(ids, dtype=torch.bool)
+    scored[:, -3:] = True
+    noisy = ids.masked_fill(scored, policy.spec.mask_id)
+    with torch.no_grad():
+        base = token_logprobs(policy.model, noisy, ids, scored)
+    model = apply_lora(policy.model, r=4, alpha=8, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        for n, p in model.named_parameters():
+            if "lora_B" in n:
+                p.normal_(0, 0.5, generator=torch.Generator().manual_seed(1))
+        adapted = token_logprobs(model, noisy, ids, scored)
+        reference = token_logprobs(reference_policy(model), noisy, ids, scored)
+    torch.testing.assert_close(reference, base, rtol=0, atol=1e-6)
+    assert float((adapted - base).abs().max()) > 1e-3

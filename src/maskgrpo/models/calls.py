@@ -57,15 +57,33 @@ def _distributed(model: nn.Module) -> bool:
     return any(c.__name__ in _WRAPPERS for c in type(model).__mro__)
 
 
-def base_model(model: nn.Module) -> nn.Module:
-    """The model under every wrapper: reference view, DDP/FSDP, peft."""
-    owner = getattr(model, "maskgrpo_reference_of", None)
-    model = owner if isinstance(owner, nn.Module) else model
-    inner = getattr(model, "module", None)
-    if _distributed(model) and isinstance(inner, nn.Module):
+def _unwrap(model: nn.Module) -> tuple[nn.Module, bool]:
+    """``(the model under every wrapper, whether a distributed wrapper was passed)``.
+
+    Wrappers looked through: the adapter-disabled reference (``maskgrpo_reference_of``), a
+    wrapper that names its policy ``maskgrpo_inner`` (and passes keyword arguments through its
+    ``forward``), DDP/DeepSpeed (``module``), FSDP, peft (``get_base_model``).
+    """
+    distributed = False
+    for _ in range(16):  # a chain of wrappers, never a cycle
+        distributed |= _distributed(model)
+        inner = None
+        for name in ("maskgrpo_reference_of", "maskgrpo_inner"):
+            inner = inner or getattr(model, name, None)
+        if inner is None and _distributed(model):
+            inner = getattr(model, "module", None)
+        if inner is None:
+            get_base = getattr(model, "get_base_model", None)
+            inner = get_base() if callable(get_base) else None
+        if not isinstance(inner, nn.Module) or inner is model:
+            return model, distributed
         model = inner
-    get_base = getattr(model, "get_base_model", None)
-    return get_base() if callable(get_base) else model
+    raise ValueError(f"too many nested wrappers around {type(model).__name__}")
+
+
+def base_model(model: nn.Module) -> nn.Module:
+    """The model under every wrapper: reference view, distributed wrappers, peft."""
+    return _unwrap(model)[0]
 
 
 def _config_dict(model: nn.Module) -> dict[str, Any] | None:
@@ -196,15 +214,15 @@ def model_call(model: nn.Module, *, lean: bool = True) -> ModelCall:
     owner = getattr(model, "maskgrpo_reference_of", None)
     if isinstance(owner, nn.Module):  # the adapter-disabled reference of a LoRA policy
         model, context = owner, owner.disable_adapter  # type: ignore[assignment]
-    base = base_model(model)
+    base, distributed = _unwrap(model)
     binding = getattr(base, "maskgrpo_binding", None)
     if not isinstance(binding, Binding):
         # a transformers model built or loaded by the caller: bound (and probed) on first use
-        hf = _config_dict(base) is not None and not _distributed(model)
+        hf = _config_dict(base) is not None and not distributed
         binding = bind_family(base) if hf else _default_binding(base)
     family = binding.family
     trunk = head = None
-    if lean and binding.lean and not _distributed(model):
+    if lean and binding.lean and not distributed:  # a distributed wrapper's forward must run
         trunk, head = family.trunk(base), family.head(base)
         if trunk is None or head is None:
             trunk = head = None
