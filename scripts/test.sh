@@ -38,4 +38,4 @@ if [ "$(cat .venv-lowest/.installed 2>/dev/null)" != "$LOWEST" ]; then
   echo "$LOWEST" > .venv-lowest/.installed
 fi
 PYTHONPATH=.venv-lowest MASKGRPO_EXPECT_TRANSFORMERS=4.46.1 \
-  .venv/bin/python -m pytest -q -p no:cacheprovider tests/families
+  .venv/bin/python -m pytest -q -p no:cacheprovider -p no:warnings tests/families

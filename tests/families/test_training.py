@@ -102,11 +102,16 @@ def test_lora_trains_resumes_and_its_output_is_usable(
         main([*merge, "--trust-remote-code", "true"])
     assert stop.value.code == 2
     assert "exists and is not an empty folder" in capsys.readouterr().err
-    # a new LoRA trains on top of the LoRA output; its adapter chains to that folder
-    _train(str(final), tmp_path / "second", **{**lora, "steps": 1})
-    chained = tmp_path / "second" / "checkpoints" / "final" / "adapter_config.json"
-    assert json.loads(chained.read_text())["base_model_name_or_path"] == str(final.resolve())
-    load_hf_policy(str(chained.parent), trust_remote_code=True)
+    # training continues the exported adapter (--model, or --resume naming the folder): the
+    # policy starts with it, the reference stays the base, the output is an adapter of the base
+    for second, how in ((tmp_path / "second", {}), (tmp_path / "third", {"resume": str(final)})):
+        start = str(final) if not how else model
+        _train(start, second, **{**lora, "steps": 1}, **how)
+        first = _metrics(second)[0]
+        assert first["kl"] > 0, first  # the trained adapter differs from the base from the start
+        cont = second / "checkpoints" / "final" / "adapter_config.json"
+        assert json.loads(cont.read_text())["base_model_name_or_path"] == str(Path(model).resolve())
+        load_hf_policy(str(cont.parent), trust_remote_code=True)
 
 
 @pytest.mark.parametrize("name", FIXTURES)

@@ -206,8 +206,13 @@ def load_hf_policy(
     device: torch.device | None = None,
     mask_token: str | None = None,
     family: str = "auto",
+    merge_lora: bool = True,
 ) -> HFPolicy:
-    """Load model, tokenizer and token spec of ``name`` (hub id, local folder, LoRA folder)."""
+    """Load model, tokenizer and token spec of ``name`` (hub id, local folder, LoRA folder).
+
+    A LoRA output folder loads as its base with the adapter merged in, or with
+    ``merge_lora=False`` as a peft model whose adapter is trainable.
+    """
     from transformers import AutoTokenizer
 
     from .lora_folder import load_lora_folder, read_adapter_config
@@ -223,6 +228,7 @@ def load_hf_policy(
                 mask_token=mask_token,
                 family=family,
             ),
+            merge=merge_lora,
         )
     config_dict = read_config_dict(name)
     remote = _check_remote_code(name, config_dict, trust_remote_code)

@@ -4,10 +4,11 @@ A LoRA run's ``final`` folder holds the adapter only (``adapter_config.json`` +
 ``adapter_model.safetensors``, peft's format) and the tokenizer. Loading it loads the base model
 named in ``adapter_config.json`` (``base_model_name_or_path``: a hub id, or a folder given as
 an absolute path, relative to the working directory or relative to the LoRA folder) with the
-same options, then merges the adapter into the base weights: generation and evaluation run at
-the base model's speed, and a new LoRA trained on top starts from the merged policy (its own
-adapter then names this folder as its base, so folders chain). ``maskgrpo merge`` writes the
-merged model as a plain model folder (:mod:`maskgrpo.merge`).
+same options, then either merges the adapter into the base weights (generation, evaluation,
+full fine-tuning: the base model's speed, no peft at run time) or keeps it as a trainable
+adapter (``merge=False``: LoRA training continues that adapter, the reference policy staying
+the base). ``maskgrpo merge`` writes the merged model as a plain model folder
+(:mod:`maskgrpo.merge`).
 """
 
 from __future__ import annotations
@@ -64,19 +65,26 @@ def base_of(folder: str, adapter: dict[str, Any]) -> str:
     return base  # a hub id
 
 
-def load_lora_folder(name: str, *, load_base: Callable[[str], HFPolicy]) -> HFPolicy:
-    """The base model of LoRA folder ``name`` (``load_base(base)``) with the adapter merged in."""
+def load_lora_folder(
+    name: str, *, load_base: Callable[[str], HFPolicy], merge: bool = True
+) -> HFPolicy:
+    """The base model of LoRA folder ``name`` (``load_base(base)``) with the adapter merged in,
+    or (``merge=False``) as a peft model whose adapter is trainable."""
     from peft import PeftModel
 
     adapter = read_adapter_config(name)
     assert adapter is not None
     base = base_of(name, adapter)
     policy = load_base(base)
-    peft_model = PeftModel.from_pretrained(policy.model, name)
+    peft_model = PeftModel.from_pretrained(policy.model, name, is_trainable=not merge)
+    if not merge:
+        log.info("loaded LoRA folder %s on base %s (adapter trainable)", name, base)
+        policy.model = peft_model
+        return policy
     model = peft_model.merge_and_unload()
     for param in model.parameters():  # peft froze the base; the merged model is a plain model
         param.requires_grad_(True)
-    model.name_or_path = str(Path(name).resolve())  # a LoRA trained on top chains to this one
+    model.name_or_path = str(Path(name).resolve())  # a new LoRA on top names this folder
     model.eval()
     log.info("loaded LoRA folder %s on base %s (adapter merged)", name, base)
     policy.model = model
