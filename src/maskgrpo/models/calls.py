@@ -237,7 +237,9 @@ def _probe_ids(binding: Binding, length: int, device: torch.device) -> Tensor:
 
 
 def _same(a: Tensor, b: Tensor) -> bool:
-    return bool(torch.allclose(a.float(), b.float(), rtol=1e-3, atol=1e-3))
+    """Equal up to rounding: 1e-3 in float32, 5e-2 (relative and absolute) in 16-bit dtypes."""
+    tol = 1e-3 if a.dtype in (torch.float32, torch.float64) else 5e-2
+    return bool(torch.allclose(a.float(), b.float(), rtol=tol, atol=tol))
 
 
 def _probe_lean(model: nn.Module, ids: Tensor) -> bool:
@@ -271,7 +273,12 @@ def _probe_padding(model: nn.Module, ids: Tensor, pad_id: int) -> bool:
         log.info("%s rejects its padding mask (%s); rows are grouped by padding", call.family, err)
         return False
     first = 1 if call.family.shift else 0  # Dream's first real position reads a pad output
-    return _same(got[:, first:], alone[:, first:])
+    visible = call.logits(padded, None)[:, 3:]  # the pads seen: what ignoring the mask gives
+    masked_gap = float((got - alone)[:, first:].float().abs().max())
+    visible_gap = float((visible - alone)[:, first:].float().abs().max())
+    # masked rows must match the row alone far better than rows that see their pads (a relative
+    # test, so 16-bit rounding does not pass for an ignored mask or fail an honoured one)
+    return masked_gap <= 1e-4 or masked_gap < 0.1 * visible_gap
 
 
 def bind_family(
