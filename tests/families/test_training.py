@@ -115,18 +115,22 @@ def test_lora_trains_resumes_and_its_output_is_usable(
 
 
 @pytest.mark.parametrize("name", FIXTURES)
-def test_full_fine_tuning_writes_a_loadable_final_model(
+def test_full_fine_tuning_resumes_and_writes_a_loadable_final_model(
     name: str, remote_models: Path, tmp_path: Path
 ) -> None:
     model = str(remote_models / name)
-    run = tmp_path / "full"
+    run, resumed = tmp_path / "full", tmp_path / "resumed"
     _train(model, run)
+    _train(model, resumed, steps=1, save_steps=1)
+    _train(model, resumed, save_steps=1, resume="latest")
     _check_learning(run)
     final = run / "checkpoints" / "final"
     before = load_file(str(remote_models / name / "model.safetensors"))
     after = load_file(str(final / "model.safetensors"))
-    assert before.keys() == after.keys()
-    assert any(not torch.equal(before[k], after[k]) for k in before)
+    again = load_file(str(resumed / "checkpoints" / "final" / "model.safetensors"))
+    assert before.keys() == after.keys() == again.keys()
+    assert any(not torch.equal(before[k], after[k]) for k in before)  # the weights moved
+    assert all(torch.equal(after[k], again[k]) for k in after)  # resuming changed nothing
     ev = cli_args("eval", str(final), num_prompts=4, task=TASK)
     assert main([*ev, *out_args(str(tmp_path / "eval"))]) == 0
 
