@@ -51,7 +51,7 @@ from .grpo import (
     sampler_settings,
     train_grpo,
 )
-from .hf_setup import load_for_task, save_state
+from .hf_setup import load_for_task, lora_resume, save_state
 from .inputs import fit_prompts
 from .interrupt import StopRequest, TrainingInterrupted, handle_signals
 from .outputs import RunLogger, plot_curves, read_metrics
@@ -198,6 +198,7 @@ def run_train(cfg: TrainConfig, *, policy: Policy | None = None) -> dict[str, An
     With ``cfg.resume`` the run continues from a checkpoint exactly where it stopped. SIGINT and
     SIGTERM stop it after the current inner update with a checkpoint (:class:`TrainingInterrupted`).
     """
+    cfg = lora_resume(cfg)  # --resume <LoRA output folder>: a new run continuing its adapter
     device = _process_device(cfg.device)  # also joins an accelerate launch's process group
     main = dist.is_main()  # only the main process writes files
     resume_from = resolve_checkpoint(cfg.resume, Path(cfg.out_dir)) if cfg.resume else None
