@@ -36,6 +36,7 @@ from maskgrpo.models.tiny import TinyConfig, TinyDiffusionLM
 from maskgrpo.rewards.combine import RewardResult
 from maskgrpo.rng import derive_generator
 from maskgrpo.sampling.llada import generate
+from maskgrpo.trainer import dist_wrap
 from maskgrpo.trainer import distributed as dist
 
 REPO = Path(__file__).resolve().parents[1]
@@ -182,7 +183,7 @@ def test_single_process_helpers_are_identities() -> None:
     assert dist.accelerator() is None
     assert dist.describe() == {"world_size": 1, "distributed_type": "NO", "sharding": "none"}
     model = TinyDiffusionLM(TinyConfig(vocab_size=8, dim=8, n_layers=2, n_heads=2))
-    assert dist.for_sampling(model) is model and dist.prepared(model) is model
+    assert dist_wrap.for_sampling(model) is model and dist_wrap.prepared(model) is model
 
 
 def test_scorer_equals_the_library_and_runs_every_slice(tiny_model) -> None:
@@ -199,7 +200,7 @@ def test_scorer_equals_the_library_and_runs_every_slice(tiny_model) -> None:
     tiny_model.blocks[0].register_forward_hook(lambda *_: calls.append(1))
     expected, union = view_logprobs(tiny_model, view, ids, micro_batch_size=2)
     assert len(calls) == 1  # the library skips the empty micro-batch
-    scorer = dist.PolicyScorer(tiny_model)
+    scorer = dist_wrap.PolicyScorer(tiny_model)
     logp, got_union = scorer(view.noisy_ids, targets=ids, scored=scored, micro_batch_size=2)
     assert len(calls) == 3 and torch.equal(logp, expected) and torch.equal(got_union, union)
     logp.sum().backward()
@@ -226,13 +227,13 @@ def test_block_classes_are_read_from_the_loaded_model() -> None:
     from hf_tiny import LladaLikeConfig, LladaLikeModel, tiny_llama
 
     tiny = TinyDiffusionLM(TinyConfig(vocab_size=8, dim=8, n_layers=2, n_heads=2))
-    assert dist.block_classes(tiny) == ["_Block"]
-    assert dist.block_classes(tiny_llama(16)) == ["LlamaDecoderLayer"]  # _no_split_modules
+    assert dist_wrap.block_classes(tiny) == ["_Block"]
+    assert dist_wrap.block_classes(tiny_llama(16)) == ["LlamaDecoderLayer"]  # _no_split_modules
     llada_like = LladaLikeModel(LladaLikeConfig())
-    assert dist.block_classes(llada_like) == ["LladaLikeBlock"]  # the repeated block
+    assert dist_wrap.block_classes(llada_like) == ["LladaLikeBlock"]  # the repeated block
     # LLaDA lists its abstract LLaDABlock, which no module instantiates: only present classes
     llada_like._no_split_modules = ["LladaAbstractBlock", "LladaLikeBlock"]  # type: ignore[assignment]
-    assert dist.block_classes(llada_like) == ["LladaLikeBlock"]
+    assert dist_wrap.block_classes(llada_like) == ["LladaLikeBlock"]
 
 
 def test_a_deepspeed_launch_on_cpu_processes_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -132,3 +132,24 @@ def test_full_forward_path_keeps_alignment_and_padding(name: str, loaded: Loaded
     assert wrapper.calls >= 1
     real = attention.bool()
     assert float((full - lean)[real].abs().max()) < 1e-4
+
+
+@pytest.mark.parametrize("name", FIXTURES)
+def test_prepared_sampling_module_keeps_the_family(name: str, loaded: Loaded) -> None:
+    """What the trainer hands the sampler under a launch (its sampling view of the prepared
+    policy, here with a stand-in DDP around the scorer) decodes like the policy itself:
+    Dream's shift, padding and the tokenizer's vocabulary limit survive the wrappers."""
+    from maskgrpo.trainer.dist_wrap import PolicyScorer, _Sampling
+
+    policy = loaded(name)
+    ids, _ = left_pad(prompt_rows(policy), policy.spec.pad_id, extra=2)
+    wrapper = DistributedDataParallel(PolicyScorer(policy.model))
+    sampling = _Sampling(wrapper)
+    call = model_call(sampling)
+    assert call.family is policy.family and not call.lean
+    assert call.vocab_limit == model_call(policy.model).vocab_limit
+    settings: dict[str, Any] = {"gen_length": GEN, "steps": GEN, "block_length": 4}
+    direct = generate(policy.model, ids, mask_id=policy.spec.mask_id, **settings).sequences
+    through = generate(sampling, ids, mask_id=policy.spec.mask_id, **settings).sequences
+    assert wrapper.calls >= GEN
+    assert torch.equal(direct, through)

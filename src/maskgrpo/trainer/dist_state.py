@@ -29,6 +29,7 @@ import torch
 from torch import nn
 
 from ..masking import MaskedView
+from . import dist_wrap
 from . import distributed as dist
 
 __all__ = [
@@ -41,7 +42,7 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-_PREFIX = "policy."  # the policy's parameters inside dist.PolicyScorer
+_PREFIX = "policy."  # the policy's parameters inside dist_wrap.PolicyScorer
 
 
 # ---- the rollout batch: gathered to save, sliced on load ---------------------------------
@@ -162,7 +163,7 @@ def _by_index(state: dict[str, Any], names: list[str]) -> dict[str, Any]:
 def full_state(policy: nn.Module, optimizer: Any = None) -> Iterator[None]:
     """Inside the block, on the main process, ``policy.state_dict()`` (and ``optimizer``'s) are
     the whole state, whatever the sharding. Every process must enter it (it gathers)."""
-    wrapped = dist.prepared(policy)
+    wrapped = dist_wrap.prepared(policy)
     kind = dist.describe()["distributed_type"]
     if wrapped is policy or kind not in ("FSDP", "DEEPSPEED"):
         yield

@@ -126,6 +126,11 @@ class PolicyScorer(nn.Module):
         self._no_split_modules = block_classes(policy)
         self.train(policy.training)
 
+    @property
+    def maskgrpo_inner(self) -> nn.Module:
+        """The policy, for :func:`maskgrpo.models.model_call` (its family, padding, alignment)."""
+        return self.policy
+
     def get_input_embeddings(self) -> nn.Module | None:
         get = getattr(self.policy, "get_input_embeddings", None)
         return get() if callable(get) else None
@@ -144,10 +149,12 @@ class PolicyScorer(nn.Module):
         micro_batch_size: int | None = None,
         vocab_range: tuple[int, int] | None = None,
         reference: bool = False,
+        **model_kwargs: Any,
     ) -> Any:
-        if targets is None or scored is None:
-            extra = {} if attention_mask is None else {"attention_mask": attention_mask}
-            return self.policy(input_ids, **extra)
+        if targets is None or scored is None:  # a full forward: the family's keyword arguments
+            if attention_mask is not None:  # (padding mask, position ids) pass through
+                model_kwargs["attention_mask"] = attention_mask
+            return self.policy(input_ids=input_ids, **model_kwargs)
         off = getattr(self.policy, "disable_adapter", None)
         ctx = off() if reference and callable(off) else contextlib.nullcontext()
         with ctx:
@@ -236,6 +243,12 @@ class _Sampling(nn.Module):
         super().__init__()
         self.wrapped = wrapped
         self.train(wrapped.training)
+
+    @property
+    def maskgrpo_inner(self) -> nn.Module:
+        """The prepared wrapper, so :func:`maskgrpo.models.model_call` finds the policy's family
+        and runs full forwards through the wrapper (which sharded weights need)."""
+        return self.wrapped
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
         with torch.inference_mode(False), torch.no_grad():

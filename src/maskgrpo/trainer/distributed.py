@@ -38,18 +38,14 @@ from ..rewards.combine import RewardResult
 from ..rng import derive_generator
 
 __all__ = [
-    "BLOCK_CLASSES",
-    "PolicyScorer",
     "accelerator",
     "agree",
     "agreed_stop",
     "all_sum",
     "backward",
-    "block_classes",
     "broadcast",
     "clip_grad_norm",
     "describe",
-    "for_sampling",
     "gather_lists",
     "gather_rewards",
     "gather_rows",
@@ -57,14 +53,11 @@ __all__ = [
     "kind",
     "local_rows",
     "local_view",
-    "prepare",
-    "prepared",
     "rank_world",
     "rollout_generator",
     "shutdown",
     "steps_in_backward",
     "sync_gradients",
-    "view_logprobs",
 ]
 
 log = logging.getLogger(__name__)
@@ -392,14 +385,3 @@ def clip_grad_norm(model: nn.Module, max_norm: float) -> float:
     norm = acc.clip_grad_norm_(model.parameters(), max_norm)
     return float("nan") if norm is None else float(norm)
 
-
-# The wrapping lives in its own module; the loop reaches it through this one.
-from .dist_wrap import (  # noqa: E402  (dist_wrap uses the helpers above)
-    BLOCK_CLASSES,
-    PolicyScorer,
-    block_classes,
-    for_sampling,
-    prepare,
-    prepared,
-    view_logprobs,
-)

@@ -42,6 +42,7 @@ from ..masking import MaskedView, completion_span, mask_ratios, remask, upto_fir
 from ..modality import Modality, SamplerSettings
 from ..rewards.combine import RewardResult, RewardSet
 from ..rng import derive_generator
+from . import dist_wrap
 from . import distributed as dist
 from .sft import lr_lambda
 
@@ -163,7 +164,7 @@ def make_rollout(
     prompts = [r["prompt"] for r in group]
     prompt_ids = modality.encode_prompts(prompts, device)
     gen = dist.rollout_generator(cfg.seed, step, cfg.group_size, mine, modality, device)
-    seqs = modality.rollout(dist.for_sampling(model), prompt_ids, settings, gen)
+    seqs = modality.rollout(dist_wrap.for_sampling(model), prompt_ids, settings, gen)
     width = modality.prompt_width
     completions = modality.decode(seqs[:, width:])
     columns = {k: [r[k] for r in group] for k in group[0] if k != "prompt"}
@@ -208,10 +209,10 @@ def make_rollout(
         view = dist.local_view(view, mine)
         views.append(view)
         old.append(
-            dist.view_logprobs(model, view, seqs, micro_batch_size=micro, vocab_range=vocab)[0]
+            dist_wrap.view_logprobs(model, view, seqs, micro_batch_size=micro, vocab_range=vocab)[0]
         )
         ref.append(
-            dist.view_logprobs(ref_model, view, seqs, micro_batch_size=micro, vocab_range=vocab)[0]
+            dist_wrap.view_logprobs(ref_model, view, seqs, micro_batch_size=micro, vocab_range=vocab)[0]
             if ref_model
             else None
         )
@@ -253,7 +254,7 @@ def inner_update(
         rows, last = slice(s, s + micro), s + micro >= n
         dist.sync_gradients(model, last)  # gradients synchronised once, at the last micro-batch
         part = MaskedView(view.noisy_ids[:, rows], view.scored[:, rows])
-        logp, _ = dist.view_logprobs(model, part, rollout.sequences[rows], vocab_range=vocab)
+        logp, _ = dist_wrap.view_logprobs(model, part, rollout.sequences[rows], vocab_range=vocab)
         ref = rollout.ref_logp[j]
         loss, st = grpo_loss(
             logp,
@@ -408,7 +409,7 @@ def train_grpo(
     """
     model.eval()  # dropout off for rollouts, old/ref and current passes alike
     parts = parts or build_parts(cfg, model)
-    model = dist.prepare(model, parts, cfg.max_grad_norm)  # DDP/FSDP/DeepSpeed wrap
+    model = dist_wrap.prepare(model, parts, cfg.max_grad_norm)  # DDP/FSDP/DeepSpeed wrap
     state = state if state is not None else TrainState()
     stop = dist.agreed_stop(should_stop)  # every process stops at the same point
     history: list[dict[str, Any]] = []

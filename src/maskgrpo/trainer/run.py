@@ -31,6 +31,7 @@ from ..policy import Policy, is_tiny_model, load_policy, resolve_device, save_po
 from ..rewards.combine import RewardSet
 from ..rng import derive_generator
 from ..tasks import SyntheticTask, make_task
+from . import dist_wrap
 from . import distributed as dist
 from .checkpoint import (
     load_checkpoint,
@@ -363,7 +364,7 @@ def _step_callback(
         step = metrics["step"]
         if cfg.eval_every and step % cfg.eval_every == 0:
             ev = evaluate_task(
-                dist.for_sampling(s.policy.model),  # through the wrapper: every process evaluates
+                dist_wrap.for_sampling(s.policy.model),  # through the wrapper: every process evaluates
                 s.modality,
                 s.task,
                 greedy,
