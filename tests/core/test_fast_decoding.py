@@ -41,7 +41,7 @@ def test_cache_refreshed_at_every_step_decodes_exactly(
         return generate(model, prompts, temperature=temperature, generator=gen, **KW, **options)
 
     exact = run()
-    cached = run(cache=mode, refresh_every=1)
+    cached = run(kv_cache=mode, kv_cache_refresh=1)
     assert torch.equal(cached.sequences, exact.sequences)
     assert cached.forward_passes == cached.full_passes == exact.forward_passes == 6
 
@@ -49,9 +49,11 @@ def test_cache_refreshed_at_every_step_decodes_exactly(
 @pytest.mark.parametrize("mode", ["prefix", "dual"])
 def test_cache_passes_per_block(make_tiny, mode: str) -> None:
     model = make_tiny(seed=3, std=0.3, head_std=1.0)
-    out = generate(model, _prompts(), cache=mode, **KW)
+    out = generate(model, _prompts(), kv_cache=mode, **KW)
     assert (out.forward_passes, out.full_passes) == (6, 3)  # one refresh per block of 2 steps
-    every_other = generate(model, _prompts(), cache=mode, refresh_every=2, **{**KW, "steps": 12})
+    every_other = generate(
+        model, _prompts(), kv_cache=mode, kv_cache_refresh=2, **{**KW, "steps": 12}
+    )
     assert (every_other.forward_passes, every_other.full_passes) == (12, 6)
     assert not (out.completions == MASK).any()
 
@@ -62,7 +64,7 @@ def test_cached_greedy_decoding_stays_close_to_exact(make_tiny) -> None:
     prompts = _prompts(batch=16)
     exact = generate(model, prompts, **KW).completions
     for mode in ("prefix", "dual"):
-        cached = generate(model, prompts, cache=mode, **KW).completions
+        cached = generate(model, prompts, kv_cache=mode, **KW).completions
         assert float((cached == exact).float().mean()) > 0.7, mode
 
 
@@ -136,7 +138,7 @@ def test_a_model_without_native_layers_decodes_exactly_and_says_so(
     model = Wrapped(make_tiny(seed=3, std=0.3, head_std=1.0))
     assert model_call(model).block_cache(_sequence(_prompts()), None, "dual") is None
     with caplog.at_level(logging.WARNING, logger="maskgrpo.sampling.llada"):
-        out = generate(model, _prompts(), cache="dual", **KW)
+        out = generate(model, _prompts(), kv_cache="dual", **KW)
     assert torch.equal(out.sequences, generate(model.inner, _prompts(), **KW).sequences)
     assert out.full_passes == out.forward_passes == 6
 
@@ -149,17 +151,17 @@ def test_threshold_commits_every_confident_position_and_keeps_the_pace(make_tiny
     prompts = _prompts(batch=8)
     kw = {**KW, "steps": 12}
     fixed = generate(model, prompts, **kw)
-    fast = generate(model, prompts, threshold=0.9, **kw)
+    fast = generate(model, prompts, parallel_threshold=0.9, **kw)
     assert fast.forward_passes < fixed.forward_passes == 12
     assert not (fast.completions == MASK).any()
     # nothing reaches the threshold: the fixed schedule, token for token
     weak = make_tiny(seed=6, std=0.02, head_std=0.02)  # near-uniform outputs
     assert torch.equal(
-        generate(weak, prompts, threshold=0.9, **kw).sequences,
+        generate(weak, prompts, parallel_threshold=0.9, **kw).sequences,
         generate(weak, prompts, **kw).sequences,
     )
     # everything reaches a tiny threshold: one pass per block
-    assert generate(model, prompts, threshold=1e-9, **kw).forward_passes == 3
+    assert generate(model, prompts, parallel_threshold=1e-9, **kw).forward_passes == 3
 
 
 def test_threshold_commits_exactly_the_confident_positions(make_tiny) -> None:
@@ -169,7 +171,7 @@ def test_threshold_commits_exactly_the_confident_positions(make_tiny) -> None:
     prompts = _prompts(batch=8)
     call = model_call(model)
     out = generate(
-        model, prompts, threshold=0.8, mask_id=MASK, gen_length=4, steps=4, block_length=4
+        model, prompts, parallel_threshold=0.8, mask_id=MASK, gen_length=4, steps=4, block_length=4
     )
     x = _sequence(prompts, 4)
     with torch.no_grad():
@@ -189,12 +191,12 @@ def test_threshold_commits_exactly_the_confident_positions(make_tiny) -> None:
 def test_fast_options_are_validated(tiny_model) -> None:
     prompts = _prompts()
     with pytest.raises(ValueError, match="cache="):
-        generate(tiny_model, prompts, cache="full", **KW)
+        generate(tiny_model, prompts, kv_cache="full", **KW)
     with pytest.raises(ValueError, match="threshold"):
-        generate(tiny_model, prompts, threshold=1.5, **KW)
+        generate(tiny_model, prompts, parallel_threshold=1.5, **KW)
     with pytest.raises(ValueError, match="threshold"):
-        generate(tiny_model, prompts, threshold=0.0, **KW)
+        generate(tiny_model, prompts, parallel_threshold=0.0, **KW)
     with pytest.raises(ValueError, match="low_confidence"):
-        generate(tiny_model, prompts, threshold=0.9, remasking="emerge", **KW)
-    with pytest.raises(ValueError, match="refresh_every"):
-        generate(tiny_model, prompts, cache="dual", refresh_every=-1, **KW)
+        generate(tiny_model, prompts, parallel_threshold=0.9, remasking="emerge", **KW)
+    with pytest.raises(ValueError, match="kv_cache_refresh"):
+        generate(tiny_model, prompts, kv_cache="dual", kv_cache_refresh=-1, **KW)

@@ -122,8 +122,8 @@ def test_cache_refreshed_every_step_decodes_exactly(
 
     exact = run()
     for mode in ("prefix", "dual"):
-        assert torch.equal(run(cache=mode, refresh_every=1), exact), mode
-        once = run(cache=mode)  # refreshed once per block: an approximation, still decodable
+        assert torch.equal(run(kv_cache=mode, kv_cache_refresh=1), exact), mode
+        once = run(kv_cache=mode)  # refreshed once per block: an approximation, still decodable
         assert not bool((once == policy.spec.mask_id).any())
         limit = policy.model.maskgrpo_binding.vocab_limit
         assert limit is None or int(once.max()) < limit

@@ -20,15 +20,15 @@ distribution as drawing everywhere). Which drawn tokens are committed depends on
 
 Two options make decoding faster:
 
-- ``cache="prefix"`` / ``"dual"``: the block KV cache of Fast-dLLM (Wu et al. 2025, arXiv
-  2505.22618): one full pass at the start of each block (and every ``refresh_every`` steps)
+- ``kv_cache="prefix"`` / ``"dual"``: the block KV cache of Fast-dLLM (Wu et al. 2025, arXiv
+  2505.22618): one full pass at the start of each block (and every ``kv_cache_refresh`` steps)
   computes the keys and values of every position; the block's other steps run only the block
   and what follows it (prefix) or the block alone (dual), reading the rest from the cache
   (:class:`maskgrpo.models.layers.BlockCache`). An approximation (the cached positions do not
   see the block change until the next refresh); refreshed at every step it decodes exactly.
   Models whose family has no native layers, or in a distributed wrapper, decode exactly;
-- ``threshold`` (low-confidence remasking only; Fast-dLLM's parallel decoding, Sec. 3.3):
-  every masked position of the block whose confidence reaches ``threshold`` is committed, and
+- ``parallel_threshold`` (low-confidence remasking only; Fast-dLLM's parallel decoding, Sec. 3.3):
+  every masked position of the block whose confidence reaches the threshold is committed, and
   at least the schedule's pace (``ceil(masked left / steps left)`` per row, so never more
   passes than ``steps``); a block ends as soon as it has no mask left. With ``steps =
   gen_length`` this is Fast-dLLM's rule (at least one token per step).
@@ -100,24 +100,24 @@ def transfer_schedule(block_length: int, steps: int) -> list[int]:
     return [base + (1 if i < rem else 0) for i in range(steps)]
 
 
-def _check_fast(cache: str, threshold: float | None, remasking: str, refresh_every: int) -> None:
-    if cache not in CACHE_MODES:
-        raise ValueError(f"cache={cache!r} is unknown; choose one of {CACHE_MODES}")
-    if refresh_every < 0:
+def _check_fast(kv_cache: str, threshold: float | None, remasking: str, refresh: int) -> None:
+    if kv_cache not in CACHE_MODES:
+        raise ValueError(f"kv_cache={kv_cache!r} is unknown; choose one of {CACHE_MODES}")
+    if refresh < 0:
         raise ValueError(
-            f"refresh_every={refresh_every} must be >= 0 (0: refresh the cache once per block)"
+            f"kv_cache_refresh={refresh} must be >= 0 (0: refresh the cache once per block)"
         )
     if threshold is None:
         return
     if not 0 < threshold <= 1:
         raise ValueError(
-            f"threshold={threshold} must be in (0, 1]: a confidence (softmax probability); "
-            "e.g. 0.9, or leave it unset for the fixed schedule"
+            f"parallel_threshold={threshold} must be in (0, 1]: a confidence (softmax "
+            "probability), e.g. 0.9; or leave it unset for the fixed schedule"
         )
     if remasking != "low_confidence":
         raise ValueError(
-            f"threshold applies to remasking='low_confidence' (it ranks by confidence), not "
-            f"{remasking!r}; unset threshold or use low_confidence"
+            f"parallel_threshold applies to remasking='low_confidence' (it ranks by "
+            f"confidence), not {remasking!r}; unset it or use low_confidence"
         )
 
 
@@ -160,17 +160,19 @@ def _topk_by_row(score: Tensor, k: Tensor) -> Tensor:
     return rank < k.unsqueeze(1)
 
 
-def _block_cache(call: ModelCall, x: Tensor, keep: Tensor | None, cache: str) -> BlockCache | None:
+def _block_cache(
+    call: ModelCall, x: Tensor, keep: Tensor | None, kv_cache: str
+) -> BlockCache | None:
     """The block KV cache of ``call``'s model, or None (exact decoding, said once per family)."""
-    if cache == "none":
+    if kv_cache == "none":
         return None
-    made = call.block_cache(x, keep, cache)
+    made = call.block_cache(x, keep, kv_cache)
     if made is None and call.family.name not in _WARNED:
         _WARNED.add(call.family.name)
         log.warning(
-            "cache=%r is unavailable for this %s model (no native layers for it, or a "
+            "kv_cache=%r is unavailable for this %s model (no native layers for it, or a "
             "distributed wrapper); decoding without a cache",
-            cache,
+            kv_cache,
             call.family.name,
         )
     return made
@@ -220,20 +222,20 @@ def generate(
     remasking: str = "low_confidence",
     generator: Generators = None,
     attention_mask: Tensor | None = None,
-    cache: str = "none",
-    threshold: float | None = None,
-    refresh_every: int = 0,
+    kv_cache: str = "none",
+    kv_cache_refresh: int = 0,
+    parallel_threshold: float | None = None,
 ) -> TextSample:
     """Sample completions for left-padded ``prompt_ids`` ``(B, P)``.
 
     ``attention_mask`` ``(B, P)`` marks real prompt tokens (left padding); by default the
     padding of a Hugging Face model is each row's leading run of pad tokens. The model must
-    already be in eval mode. ``cache`` (``"none"``, ``"prefix"``, ``"dual"``),
-    ``refresh_every`` (steps between cache refreshes within a block; 0: once per block) and
-    ``threshold`` (parallel decoding): see the module docstring.
+    already be in eval mode. ``kv_cache`` (``"none"``, ``"prefix"``, ``"dual"``),
+    ``kv_cache_refresh`` (steps between cache refreshes within a block; 0: once per block) and
+    ``parallel_threshold`` (parallel decoding): see the module docstring.
     """
     blocks = _check(gen_length, steps, block_length, remasking, temperature)
-    _check_fast(cache, threshold, remasking, refresh_every)
+    _check_fast(kv_cache, parallel_threshold, remasking, kv_cache_refresh)
     per_block = steps // blocks
     batch, width = prompt_ids.shape
     device = prompt_ids.device
@@ -243,7 +245,8 @@ def generate(
     x = torch.cat([prompt_ids, completion], dim=1)  # (B, P + L)
     if keep is not None:
         keep = torch.cat([keep, torch.ones_like(completion, dtype=torch.bool)], dim=1)
-    states = _BlockStates(call, keep, _block_cache(call, x, keep, cache), refresh_every)
+    cache = _block_cache(call, x, keep, kv_cache)
+    states = _BlockStates(call, keep, cache, kv_cache_refresh)
     origin = linear_transfer(per_block)
     for blk in range(blocks):
         lo, hi = width + blk * block_length, width + (blk + 1) * block_length
@@ -269,7 +272,7 @@ def generate(
             elif remasking == "origin":
                 commit = reveal_masked(masked, origin[s], generator)
             else:
-                k = _commit_count(masked, per_block - s, conf, threshold)
+                k = _commit_count(masked, per_block - s, conf, parallel_threshold)
                 if remasking == "random":
                     conf = uniform(conf.shape, generator, device=device)
                 score = torch.where(masked, conf, torch.full_like(conf, float("-inf")))
