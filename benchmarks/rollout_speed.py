@@ -27,6 +27,10 @@ T=0 each mode's completion tokens against exact decoding (block-local, which ret
 ``today``'s tokens at T=0: checked on the tiny model's whole generation and on the mid-size
 model's first ``--today-steps`` steps), and the fraction of rows whose completion is identical.
 
+On a GPU (``--device cuda --dtype bfloat16 --size 1b``) the LLaDA-shaped model has 12 layers
+of width 2048 (about 1.2B parameters) and the same settings; times are taken after a CUDA
+synchronisation.
+
 Usage: ``python benchmarks/rollout_speed.py [--part tiny|mid|both] [--repeats 3]
 [--json out.json]``; ``--quick`` is a smoke run (small mid-size model, one repeat).
 """
@@ -89,7 +93,7 @@ def today_generate(
     keep = call.padding(prompt_ids)
     x = torch.cat([prompt_ids, prompt_ids.new_full((batch, gen_length), mask_id)], dim=1)
     if keep is not None:
-        keep = torch.cat([keep, torch.ones(batch, gen_length, dtype=torch.bool)], dim=1)
+        keep = torch.cat([keep, keep.new_ones((batch, gen_length))], dim=1)
     per_block = steps // (gen_length // block_length)
     counts = transfer_schedule(block_length, per_block)
     times: list[float] = []
@@ -98,6 +102,7 @@ def today_generate(
         for s in range(per_block):
             if max_steps is not None and len(times) == max_steps:
                 return x, times
+            _sync()
             start = time.perf_counter()
             masked = torch.zeros_like(x, dtype=torch.bool)
             masked[:, lo:hi] = x[:, lo:hi] == mask_id
@@ -109,24 +114,37 @@ def today_generate(
             score = torch.where(masked, conf, torch.full_like(conf, float("-inf")))
             commit = _topk_by_row(score, torch.full((batch,), counts[s])) & masked
             x = torch.where(commit, drawn, x)
+            _sync()
             times.append(time.perf_counter() - start)
     return x, times
 
 
+DEVICE = torch.device("cpu")
+
+
+def _sync() -> None:
+    if DEVICE.type == "cuda":
+        torch.cuda.synchronize(DEVICE)
+
+
 def _seeded(repeat: int) -> torch.Generator:
-    return torch.Generator().manual_seed(1000 + repeat)
+    return torch.Generator(device=DEVICE).manual_seed(1000 + repeat)
 
 
 def _timed(fn: Callable[[], Any]) -> tuple[float, Any]:
+    _sync()
     start = time.perf_counter()
     out = fn()
+    _sync()
     return time.perf_counter() - start, out
 
 
 # ----------------------------------------------------------------------------- models
 
 
-def mid_model(layers: int, width: int, vocab: int, remote: Path) -> nn.Module:
+def mid_model(
+    layers: int, width: int, vocab: int, remote: Path, dtype: torch.dtype = torch.float32
+) -> nn.Module:
     """LLaDA's published ``LLaDAModelLM``, weights drawn like the fixtures' (std 1/sqrt(fan_in))."""
     sys.path.insert(0, str(remote))
     from build_fixtures import import_package, llada_config  # the fixtures' own importer
@@ -157,7 +175,7 @@ def mid_model(layers: int, width: int, vocab: int, remote: Path) -> nn.Module:
                 p.copy_(torch.randn(p.shape, generator=gen) / p.shape[1] ** 0.5)
             else:
                 p.fill_(0.0 if name.endswith("bias") else 1.0)
-    model.eval()
+    model = model.to(device=DEVICE, dtype=dtype).eval()
     # no tokenizer: every id of the 126,464 is a token, as in LLaDA's own
     bind_family(model, family=family_named("llada"), pad_id=int(cfg["pad_token_id"]))
     return model
@@ -170,7 +188,7 @@ def mid_prompts(batch: int, width: int, vocab: int, pad: int, mask: int) -> Tens
     ids[(ids == pad) | (ids == mask)] = 7
     for b in range(batch):
         ids[b, : (b * 8) // max(1, batch - 1)] = pad
-    return ids
+    return ids.to(DEVICE)
 
 
 def tiny_setup(path: str) -> tuple[nn.Module, Tensor, int, dict[str, int]]:
@@ -193,7 +211,7 @@ def tiny_setup(path: str) -> tuple[nn.Module, Tensor, int, dict[str, int]]:
     rows = task.train[:32]
     prompts = modality.encode_prompts([r["prompt"] for r in rows for _ in range(8)], "cpu")
     settings = {"gen_length": gen_length, "steps": gen_length, "block_length": gen_length}
-    return policy.model.eval(), prompts, policy.spec.mask_id, settings
+    return policy.model.to(DEVICE).eval(), prompts.to(DEVICE), policy.spec.mask_id, settings
 
 
 # ----------------------------------------------------------------------------- the runs
@@ -227,14 +245,15 @@ def measure(
     greedy: dict[str, Tensor] = {}
     for r in range(repeats):
         for t in temperatures:
-            out, steps = today_generate(
-                model, prompts, mask_id=mask_id, temperature=t, generator=_seeded(r),
-                max_steps=today_steps, **settings,
+            took, (out, steps) = _timed(
+                lambda t=t, r=r: today_generate(
+                    model, prompts, mask_id=mask_id, temperature=t, generator=_seeded(r),
+                    max_steps=today_steps, **settings,
+                )
             )  # fmt: skip
-            per_step = statistics.median(steps)
-            seconds.setdefault(("today", t), []).append(
-                per_step * total_steps if today_steps else sum(steps)
-            )
+            # truncated: the median step times the step count; else the whole call's time
+            whole = statistics.median(steps) * total_steps if today_steps else took
+            seconds.setdefault(("today", t), []).append(whole)
             if t == 0 and r == 0:
                 greedy["today"] = out[:, width:]
             for name, extra in fast.items():
@@ -268,7 +287,7 @@ def measure(
         if t == 0 and name in greedy and not (today_steps and name == "today"):
             row["agreement"] = agreement(greedy[name], greedy["block-local"])
         rows.append(row)
-    return {"rows": rows, "greedy": {k: v.tolist() for k, v in greedy.items()}}
+    return {"rows": rows, "greedy": {k: v.cpu().tolist() for k, v in greedy.items()}}
 
 
 def check_today_first_block(
@@ -277,14 +296,15 @@ def check_today_first_block(
     """Greedy: the share of the first block's tokens ``today`` commits as block-local decoding
     did (``exact``: its completions); a block's tokens are final once the block is done."""
     per_block = settings["steps"] // (settings["gen_length"] // settings["block_length"])
-    gen = torch.Generator().manual_seed(0)
+    gen = torch.Generator(device=DEVICE).manual_seed(0)
     today, _ = today_generate(
         model, prompts, mask_id=mask_id, temperature=0.0, generator=gen, max_steps=per_block,
         **settings,
     )  # fmt: skip
     block = settings["block_length"]
     width = prompts.shape[1]
-    return float((today[:, width : width + block] == exact[:, :block]).float().mean())
+    first = today[:, width : width + block].cpu()
+    return float((first == exact[:, :block]).float().mean())
 
 
 def table(result: dict[str, Any], title: str) -> str:
@@ -296,9 +316,7 @@ def table(result: dict[str, Any], title: str) -> str:
     ]
     for row in sorted(result["rows"], key=lambda r: (r["temperature"], -r["median_s"])):
         agree = row.get("agreement", {})
-        shown = (
-            f"{agree['tokens']:.3f} / {agree['rows']:.3f}" if "tokens" in agree else "-"
-        )
+        shown = f"{agree['tokens']:.3f} / {agree['rows']:.3f}" if "tokens" in agree else "-"
         lines.append(
             f"| {row['mode']} | {row['temperature']:g} | {row['tokens_per_s']:.1f} | "
             f"{row['speedup_vs_today']:.1f}x | {row['forward_passes']} ({row['full_passes']}) | "
@@ -317,10 +335,16 @@ def main() -> None:
     p.add_argument("--tiny-model", default="", help="a demo run's base_model folder")
     p.add_argument("--remote-models", default=str(REMOTE))
     p.add_argument("--quick", action="store_true", help="smoke run: small mid-size model")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32")
+    p.add_argument("--size", choices=("mid", "1b"), default="mid", help="1b: for a GPU")
     p.add_argument("--json", default="", help="write the results here")
     args = p.parse_args()
+    global DEVICE
+    DEVICE = torch.device(args.device)
     torch.set_num_threads(args.threads)
     results: dict[str, Any] = {"threads": args.threads, "threshold": args.threshold}
+    results |= {"device": args.device, "dtype": args.dtype}
     if args.part in ("tiny", "both"):
         model, prompts, mask_id, settings = tiny_setup(args.tiny_model)
         results["tiny"] = measure(
@@ -330,9 +354,12 @@ def main() -> None:
         results["tiny"]["settings"] = {**settings, "batch": prompts.shape[0]}
         print(table(results["tiny"], "tiny demo model"), flush=True)
     if args.part in ("mid", "both"):
-        layers, width, vocab = (2, 128, 8192) if args.quick else (8, 512, VOCAB)
+        layers, width, vocab = (8, 512, VOCAB) if args.size == "mid" else (12, 2048, VOCAB)
+        if args.quick:
+            layers, width, vocab = 2, 128, 8192
         gen_length, block, steps, prompt = (64, 32, 16, 48) if args.quick else (256, 32, 128, 200)
-        model = mid_model(layers, width, vocab, Path(args.remote_models))
+        dtype = getattr(torch, args.dtype)
+        model = mid_model(layers, width, vocab, Path(args.remote_models), dtype)
         cfg = model.config
         prompts = mid_prompts(4, prompt, vocab, cfg.pad_token_id, cfg.mask_token_id)
         settings = {"gen_length": gen_length, "steps": steps, "block_length": block}
