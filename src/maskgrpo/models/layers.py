@@ -112,12 +112,20 @@ class KVCache:
         return self.keys[i], self.values[i]
 
 
+# torch >= 2.5 attends grouped key heads without copying them (``enable_gqa``)
+_GQA = tuple(int(p) for p in torch.__version__.split("+")[0].split(".")[:2]) >= (2, 5)
+
+
 def _attend(q: Tensor, k: Tensor, v: Tensor, key_mask: Tensor | None) -> Tensor:
     """Bidirectional attention of ``q`` over every key; ``(B, n, H * hd)``."""
-    if k.shape[1] != q.shape[1]:  # grouped-query attention: each key head serves a group
-        k = k.repeat_interleave(q.shape[1] // k.shape[1], dim=1)
-        v = v.repeat_interleave(q.shape[1] // v.shape[1], dim=1)
-    out = F.scaled_dot_product_attention(q, k, v, attn_mask=key_mask)  # (B, H, n, hd)
+    grouped = k.shape[1] != q.shape[1]  # grouped-query attention: a key head serves a group
+    if grouped and _GQA:
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=key_mask, enable_gqa=True)
+    else:
+        if grouped:
+            k = k.repeat_interleave(q.shape[1] // k.shape[1], dim=1)
+            v = v.repeat_interleave(q.shape[1] // v.shape[1], dim=1)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=key_mask)  # (B, H, n, hd)
     return out.transpose(1, 2).flatten(2)
 
 
