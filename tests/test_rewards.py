@@ -144,7 +144,7 @@ def test_sudoku_reward() -> None:
 def test_code_helpers() -> None:
     assert extract_code("a\n```python\nx = 1\n```\nb\n```\ny = 2\n```") == "x = 1\n"
     assert extract_code("plain") == "plain"
-    assert count_passes("tok PASS 0\ntok PASS 0\nbad PASS 1\ntok PASS 2\n", "tok", 2) == 1
+    assert count_passes("PASS 0\nPASS 0\nFAIL 1\nPASS 2\nPASS x\n PASS 1\n", 2) == 1
 
 
 def _ones(prompts: list[str], completions: list[str], **_: object) -> list[float | None]:

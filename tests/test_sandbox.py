@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from maskgrpo.rewards.code import CodeExecutionReward
-from maskgrpo.sandbox import Sandbox, SandboxUnavailableError, sandbox_available
+from maskgrpo.sandbox import Sandbox, SandboxProgram, SandboxUnavailableError, sandbox_available
 
 TIMEOUT = 1.0
 SHARED = Path(
@@ -216,6 +216,158 @@ def test_output_flood_is_capped(sandbox: Sandbox) -> None:
 def test_run_many_keeps_order(sandbox: Sandbox) -> None:
     results = sandbox.run_many([f"print({i})" for i in range(12)], max_workers=4)
     assert [r.stdout.strip() for r in results] == [str(i) for i in range(12)]
+
+
+_LIBC = (
+    "import ctypes, os\n"
+    "libc = ctypes.CDLL(None, use_errno=True)\n"
+    "def call(fn, *args):\n"
+    "    ctypes.set_errno(0)\n"
+    "    return fn(*args), ctypes.get_errno()\n"
+)
+# unshare/clone flags: user, mount, net, pid, uts, ipc, cgroup namespaces.
+_NAMESPACES = {
+    "user": 0x10000000,
+    "mount": 0x00020000,
+    "net": 0x40000000,
+    "pid": 0x20000000,
+    "uts": 0x04000000,
+    "ipc": 0x08000000,
+    "cgroup": 0x02000000,
+}
+_CAPGET = (
+    "class Hdr(ctypes.Structure):\n"
+    "    _fields_ = [('version', ctypes.c_uint32), ('pid', ctypes.c_int)]\n"
+    "class Data(ctypes.Structure):\n"
+    "    _fields_ = [(n, ctypes.c_uint32) for n in ('eff', 'prm', 'inh')]\n"
+    "def caps():\n"
+    "    data = (Data * 2)()\n"
+    "    assert libc.capget(ctypes.byref(Hdr(0x20080522, 0)), data) == 0\n"
+    "    return [(d.eff, d.prm, d.inh) for d in data]\n"
+)
+
+
+@needs_bwrap
+def test_no_capabilities_and_none_to_gain(sandbox: Sandbox) -> None:
+    """Capability sets stay empty, also after trying to enter a new user namespace."""
+    code = (
+        _LIBC
+        + _CAPGET
+        + (
+            "print('caps', caps())\n"
+            "print('bounding', [c for c in range(64) if libc.prctl(23, c, 0, 0, 0) == 1])\n"
+            "print('ambient', [c for c in range(64) if libc.prctl(47, 1, c, 0, 0) == 1])\n"
+            "print('no_new_privs', libc.prctl(39, 0, 0, 0, 0))\n"
+            "print('unshare', call(libc.unshare, 0x10000000))\n"
+            "print('caps_after', caps())\n"
+        )
+    )
+    lines = dict(line.split(" ", 1) for line in _contained(sandbox, code).stdout.splitlines())
+    zero = "[(0, 0, 0), (0, 0, 0)]"
+    assert lines["caps"] == zero and lines["caps_after"] == zero, lines
+    assert lines["bounding"] == "[]" and lines["ambient"] == "[]"
+    assert lines["no_new_privs"] == "1"
+    assert lines["unshare"] == "(-1, 1)", "a user namespace could be created (EPERM expected)"
+
+
+@needs_bwrap
+def test_no_nested_namespaces(sandbox: Sandbox) -> None:
+    """unshare, clone with CLONE_NEW* and setns all answer EPERM; no nested bwrap either."""
+    clone_nr = {"x86_64": 56, "aarch64": 220}.get(os.uname().machine)
+    code = _LIBC + (
+        f"for name, flag in {_NAMESPACES!r}.items():\n"
+        "    print(name, call(libc.unshare, flag))\n"
+        "print('setns', call(libc.setns, 0, 0))\n"
+    )
+    if clone_nr is not None:  # SIGCHLD as the exit signal; a child that appears exits at once
+        code += (
+            f"pid, err = call(libc.syscall, {clone_nr}, 0x10000000 | 17, 0, 0, 0, 0)\n"
+            "if pid == 0:\n    os._exit(0)\n"
+            "print('clone', (min(pid, 0), err))\n"
+        )
+    code += (
+        "import subprocess\n"
+        "r = subprocess.run(['bwrap', '--ro-bind', '/', '/', 'true'], capture_output=True)\n"
+        "print('bwrap', r.returncode)\n"
+    )
+    lines = dict(line.split(" ", 1) for line in _contained(sandbox, code).stdout.splitlines())
+    for name in [*_NAMESPACES, *(["clone"] if clone_nr else [])]:
+        assert lines[name] == "(-1, 1)", f"{name}: {lines[name]}"
+    assert lines["setns"] in ("(-1, 1)", "(-1, 9)")  # EPERM (filter) or EBADF
+    assert lines["bwrap"] != "0"
+
+
+@needs_bwrap
+def test_no_mounts_tracing_or_kernel_surface(sandbox: Sandbox) -> None:
+    code = _LIBC + (
+        "print('tmpfs', call(libc.mount, b'none', b'/tmp', b'tmpfs', 0, None))\n"
+        "print('proc', call(libc.mount, b'proc', b'/tmp', b'proc', 0, None))\n"
+        "print('umount', call(libc.umount2, b'/usr', 2))\n"
+        "print('chroot', call(libc.chroot, b'/tmp'))\n"
+        "print('ptrace', call(libc.ptrace, 0, 0, None, None))\n"
+        "print('seccomp_mode', libc.prctl(21, 0, 0, 0, 0))\n"
+    )
+    lines = dict(line.split(" ", 1) for line in _contained(sandbox, code).stdout.splitlines())
+    for name in ("tmpfs", "proc", "umount", "chroot", "ptrace"):
+        assert lines[name] == "(-1, 1)", f"{name}: {lines[name]}"
+    assert lines["seccomp_mode"] == "2"  # SECCOMP_MODE_FILTER
+
+
+@needs_bwrap
+def test_mount_table_and_host_names_are_hidden(sandbox: Sandbox) -> None:
+    """No /proc (so no mountinfo naming host folders), a neutral host name, no temp-dir path."""
+    code = (
+        "import os, socket\n"
+        "for p in ('/proc/self/mountinfo', '/proc/mounts', '/proc/1/environ'):\n"
+        "    try:\n        open(p).read()\n        print('readable', p)\n"
+        "    except OSError:\n        pass\n"
+        "print('host', socket.gethostname())\n"
+        "print('cwd', os.getcwd())\n"
+        "print('tmp', sorted(os.listdir('/tmp')))\n"
+    )
+    out = _contained(sandbox, code).stdout
+    assert "readable" not in out
+    assert "host sandbox\n" in out
+    assert "cwd /tmp\n" in out and "tmp []\n" in out
+    assert "maskgrpo-sandbox" not in out
+
+
+@needs_bwrap
+def test_tmp_is_private_and_size_capped() -> None:
+    box = Sandbox(timeout_s=5.0, tmp_mb=4, max_file_mb=2)
+    code = (
+        "written = 0\n"
+        "try:\n    for i in range(8):\n"
+        "        with open(f'/tmp/f{i}', 'wb') as f:\n"
+        "            f.write(b'x' * (1 << 20))\n"
+        "        written += 1\n"
+        "except OSError as e:\n    print('refused', e.errno)\n"
+        "print('written', written)\n"
+    )
+    out = box.run(code).stdout
+    assert "refused 28" in out  # ENOSPC
+    assert int(out.rsplit("written ", 1)[1]) <= 4
+    assert not any(Path(tempfile.gettempdir()).glob("maskgrpo-sandbox-*/f0"))
+
+
+@needs_bwrap
+def test_run_pair_peers_see_nothing_of_each_other(sandbox: Sandbox) -> None:
+    """Two programs joined by pipes: messages flow, but neither sees the other's processes."""
+    main = SandboxProgram(
+        "import os, sys\nr, w = int(sys.argv[1]), int(sys.argv[2])\n"
+        "os.write(w, b'ping')\nprint(os.read(r, 4).decode(), sorted(os.listdir('/tmp')))\n"
+    )
+    peer = SandboxProgram(
+        "import os, sys\nr, w = int(sys.argv[1]), int(sys.argv[2])\n"
+        "open('/tmp/peer-was-here', 'w').close()\n"
+        "assert os.read(r, 4) == b'ping'\nos.write(w, b'pong')\n"
+        "import time\ntime.sleep(30)\n"
+    )
+    start = time.monotonic()
+    first, second = sandbox.run_pair(main, peer)
+    assert first.ok and first.stdout == "pong []\n", first
+    assert second.killed_reason is None and not second.ok  # stopped when main ended
+    assert time.monotonic() - start < sandbox.timeout_s + 1.0
 
 
 def test_unavailable_isolation_refuses(monkeypatch: pytest.MonkeyPatch) -> None:
