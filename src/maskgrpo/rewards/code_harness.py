@@ -15,7 +15,8 @@ completion, in two separate sandboxes joined only by two pipes
 Values cross the pipes as data (:func:`encode`, :func:`decode`): ``None``, ``bool``, ``int``,
 ``float``, ``complex``, ``str``, ``bytes``, ``bytearray``, ``Fraction``, ``Decimal`` and lists,
 tuples, sets, frozensets and dicts of those. A subclass crosses as its base type's value (a
-``Counter`` arrives as a ``dict``, an ``int`` subclass as its ``int``); anything else stays in the
+``Counter`` arrives as a ``dict``, an ``int`` subclass as its ``int``; a namedtuple as a
+namedtuple the receiver defines with the same name and fields); anything else stays in the
 worker and the judge holds a :class:`Remote` for it, which can be called, iterated, indexed and
 asked for attributes, ``len`` and ``str``, but has no truth value and cannot be compared or hashed
 by content. So a comparison in a test is always the judge's own comparison of plain values: the
@@ -107,7 +108,7 @@ def _load(data: bytes, pos: int, depth: int) -> tuple[Any, int]:
     if tag in b"NTF":
         return {78: None, 84: True, 70: False}[tag], pos
     end = data.index(b";" if tag == 105 else b":", pos)
-    if end - pos > 20:
+    if end - pos > (4000 if tag == 105 else 20):
         raise ValueError("number too long")
     number = int(data[pos:end])
     pos = end + 1
@@ -189,6 +190,10 @@ def _encode(value: Any, keep: Keep, active: set[int], depth: int) -> list[Any]:
         return keep(value)
     active.add(id(value))
     try:
+        fields = _namedtuple_fields(value) if tag == "t" else None
+        if fields is not None:
+            items = [_encode(v, keep, active, depth + 1) for v in _members(value, tag)]
+            return ["T", type(value).__name__, fields, items]
         if tag == "d":
             items = [[_encode(k, keep, active, depth + 1), _encode(v, keep, active, depth + 1)]
                      for k, v in dict.items(value)]  # fmt: skip
@@ -196,6 +201,13 @@ def _encode(value: Any, keep: Keep, active: set[int], depth: int) -> list[Any]:
         return [tag, [_encode(v, keep, active, depth + 1) for v in _members(value, tag)]]
     finally:
         active.discard(id(value))
+
+
+def _namedtuple_fields(value: Any) -> list[str] | None:
+    fields = getattr(type(value), "_fields", None)
+    if isinstance(fields, tuple) and all(isinstance(f, str) for f in fields):
+        return list(fields)
+    return None
 
 
 def _container_tag(value: Any) -> str | None:
@@ -240,23 +252,41 @@ def _named_object(value: Any) -> list[Any] | None:
     return None
 
 
-def _resolve_named(tag: str, rest: list[Any], may_import: bool) -> Any:
-    """The receiver's own object for a ``B`` (builtin) or ``M`` (module attribute) value."""
+# Builtins the judge accepts by name besides types: functions without side effects.
+JUDGE_BUILTINS = frozenset(
+    "abs all any ascii bin callable chr divmod format hash hex isinstance issubclass iter len "
+    "max min next oct ord pow repr round sorted sum Ellipsis NotImplemented".split()
+)
+
+
+def _resolve_named(tag: str, rest: list[Any], in_worker: bool) -> Any:
+    """The receiver's own object for a ``B`` (builtin) or ``M`` (module attribute) value.
+
+    The worker resolves anything (it may import a module for it). The judge takes only builtin
+    types and :data:`JUDGE_BUILTINS`, and classes of modules it has already imported.
+    """
     if tag == "B":
-        return getattr(builtins, _typed(str)(rest[0]))
+        name = _typed(str)(rest[0])
+        value = getattr(builtins, name)
+        if not in_worker and not isinstance(value, type) and name not in JUDGE_BUILTINS:
+            raise ValueError(f"the judge does not accept builtins.{name} from the program")
+        return value
     module, name = _typed(str)(rest[0]), _typed(str)(rest[1])
-    if may_import and module not in sys.modules:
+    if in_worker and module not in sys.modules:
         import importlib
 
         importlib.import_module(module)
-    return getattr(sys.modules[module], name)
+    value = getattr(sys.modules[module], name)
+    if not in_worker and not isinstance(value, type):
+        raise ValueError(f"the judge accepts only classes by name, not {module}.{name}")
+    return value
 
 
-def decode(data: Any, resolve: Resolve, depth: int = 0, may_import: bool = False) -> Any:
+def decode(data: Any, resolve: Resolve, depth: int = 0, in_worker: bool = False) -> Any:
     """Inverse of :func:`encode`; ``resolve(["h", ...])`` turns a handle into an object.
 
-    A ``B``/``M`` value names a builtin or a module attribute of the receiver; only the worker
-    (``may_import=True``) imports a module for it, the judge resolves already imported ones.
+    A ``B``/``M`` value names a builtin or a module attribute of the receiver (see
+    :func:`_resolve_named`; ``in_worker`` tells which side decodes).
     """
     if not isinstance(data, list) or not data or not isinstance(data[0], str):
         raise ProtocolError(f"not an encoded value: {str(data)[:80]}")
@@ -269,19 +299,36 @@ def decode(data: Any, resolve: Resolve, depth: int = 0, may_import: bool = False
         if tag == "h":
             return resolve(data)
         if tag in ("B", "M"):
-            return _resolve_named(tag, rest, may_import)
+            return _resolve_named(tag, rest, in_worker)
+        if tag == "T":
+            name, fields, items = rest
+            values = [decode(v, resolve, depth + 1, in_worker) for v in items]
+            return _namedtuple_type(_typed(str)(name), tuple(fields))(*values)
         (items,) = rest
         if tag == "d":
             return {
-                decode(k, resolve, depth + 1, may_import): decode(v, resolve, depth + 1, may_import)
+                decode(k, resolve, depth + 1, in_worker): decode(v, resolve, depth + 1, in_worker)
                 for k, v in items
             }
         build = {"l": list, "t": tuple, "S": set, "F": frozenset}[tag]
-        return build(decode(v, resolve, depth + 1, may_import) for v in items)
+        return build(decode(v, resolve, depth + 1, in_worker) for v in items)
     except ProtocolError:
         raise
     except (KeyError, TypeError, ValueError, ArithmeticError, AttributeError, ImportError) as err:
         raise ProtocolError(f"bad encoded value {str(data)[:80]}: {err}") from None
+
+
+_NAMEDTUPLES: dict[tuple[str, tuple[str, ...]], type] = {}
+
+
+def _namedtuple_type(name: str, fields: tuple[str, ...]) -> type:
+    """The receiver's own namedtuple class with ``name`` and ``fields`` (no sender methods)."""
+    key = (name, fields)
+    if key not in _NAMEDTUPLES:
+        from collections import namedtuple
+
+        _NAMEDTUPLES[key] = namedtuple(name, fields)  # type: ignore[misc]
+    return _NAMEDTUPLES[key]
 
 
 def _typed(cls: type) -> Callable[[Any], Any]:
@@ -557,13 +604,13 @@ class Worker:
             ]  # fmt: skip
         target = self.objects[args[0]]
         if op == "call":
-            call_args = [decode(a, self.resolve, may_import=True) for a in args[1]]
-            call_kwargs = {k: decode(v, self.resolve, may_import=True) for k, v in args[2]}
+            call_args = [decode(a, self.resolve, in_worker=True) for a in args[1]]
+            call_kwargs = {k: decode(v, self.resolve, in_worker=True) for k, v in args[2]}
             value = target(*call_args, **call_kwargs)
         elif op == "getattr":
             value = getattr(target, args[1])
         elif op == "getitem":
-            value = target[decode(args[1], self.resolve, may_import=True)]
+            value = target[decode(args[1], self.resolve, in_worker=True)]
         else:
             builtins_by_op: dict[str, Callable[[Any], Any]] = {
                 "iter": iter,
