@@ -11,7 +11,7 @@ import json
 import logging
 import sys
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, NoReturn
 
 from .config import (
     DemoConfig,
@@ -34,9 +34,14 @@ def _out(text: str) -> None:
 
 
 def _sft(cfg: SFTConfig) -> None:
+    from .trainer.interrupt import TrainingInterrupted
     from .trainer.run import run_sft
 
-    _out(json.dumps(run_sft(cfg), indent=2))
+    try:
+        _out(json.dumps(run_sft(cfg), indent=2))
+    except TrainingInterrupted as stop:
+        sys.stderr.write(f"maskgrpo sft: {stop}\n")
+        raise SystemExit(128 + stop.signum) from None
 
 
 def _train(cfg: TrainConfig) -> None:
@@ -112,6 +117,23 @@ def _leave_process_group() -> None:
         shutdown()
 
 
+def _check_inputs(command: str, cfg: Any) -> None:
+    """File-system inputs checked before any work: the output folder and a local model folder."""
+    from .trainer.file_checks import check_model_folder
+    from .trainer.outputs import check_output_dir
+
+    if command != "generate":
+        check_output_dir(cfg.out_dir)
+    if isinstance(getattr(cfg, "model", None), str):
+        check_model_folder(cfg.model)
+
+
+def _fail(command: str, message: str, code: int = 2) -> NoReturn:
+    """One line on stderr and exit ``code``: bad input never shows a traceback."""
+    sys.stderr.write(f"maskgrpo {command}: error: {message}\n")
+    raise SystemExit(code)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="maskgrpo", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -134,8 +156,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     cls, run, _ = COMMANDS[args.command]
     try:
         cfg: Any = config_from_args(cls, args)
+        _check_inputs(args.command, cfg)
     except ValueError as err:
-        parser.exit(2, f"maskgrpo {args.command}: error: {err}\n")
+        _fail(args.command, str(err))
     if getattr(cfg, "threads", 0) > 0:
         import torch
 
@@ -143,7 +166,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         run(cfg)
     except ValueError as err:
-        parser.exit(2, f"maskgrpo {args.command}: error: {err}\n")
+        _fail(args.command, str(err))
+    except OSError as err:  # a missing file, a full disk, a permission: the message says which
+        _fail(args.command, str(err), 1)
+    except KeyboardInterrupt:
+        _fail(args.command, "interrupted", 130)
     finally:
         _leave_process_group()
     return 0
