@@ -13,7 +13,12 @@ from typing import Any
 
 import pytest
 
-from maskgrpo.rewards.code import CodeExecutionReward, code_format_reward
+from maskgrpo.rewards.code import (
+    CodeExecutionReward,
+    code_format_reward,
+    diagnose,
+    judged_programs,
+)
 from maskgrpo.rewards.code_harness import (
     MAX_DEPTH,
     ProtocolError,
@@ -212,6 +217,18 @@ def test_real_programs_are_judged_like_python_would() -> None:
         test_setup=[CASES[n][2] for n in names],
     )
     assert dict(zip(names, scores, strict=True)) == dict.fromkeys(names, 2.0)
+
+
+@needs_bwrap
+def test_harness_runs_from_source_and_compiled() -> None:
+    sandbox = Sandbox(timeout_s=5.0)
+    for python in (None, sandbox.python):  # another interpreter gets the source
+        judge, worker = judged_programs(
+            "def f():\n    return 1\n", ["assert f() == 1"], python=python
+        )
+        assert isinstance(judge.code, str if python is None else bytes)
+        verdict, program = sandbox.run_pair(judge, worker)
+        assert verdict.stdout == "PASS 0\n", diagnose((verdict, program))
 
 
 @needs_bwrap

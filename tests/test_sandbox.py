@@ -386,36 +386,58 @@ def _rows(name: str) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
+def _reference_scores(name: str, limit: int | None = None) -> tuple[list[dict], list]:
+    """Rows of a benchmark and the code reward of each row's reference solution."""
+    rows = _rows(name)[:limit]
+    reward = CodeExecutionReward(Sandbox(timeout_s=30.0), max_workers=4)
+    fence = "```python\n{}\n```"
+    if name.startswith("humaneval"):
+        good = [fence.format(r["prompt"] + r["canonical_solution"]) for r in rows]
+        tests = [[f"{r['test']}\ncheck({r['entry_point']})\n"] for r in rows]
+        return rows, reward([""] * len(rows), good, tests=tests)
+    completions = [fence.format(r["code"]) for r in rows]
+    tests = [r["test_list"] for r in rows]
+    setups = [r["test_setup_code"] for r in rows]
+    return rows, reward([""] * len(rows), completions, tests=tests, test_setup=setups)
+
+
+def _failing(rows: list[dict], scores: list) -> list:
+    return [(r["task_id"], s) for r, s in zip(rows, scores, strict=True) if s != 2.0]
+
+
 @needs_bwrap
-def test_humaneval_canonical_solutions_pass() -> None:
-    rows = _rows("humaneval/HumanEval.jsonl")
-    reward = CodeExecutionReward(Sandbox(timeout_s=10.0), max_workers=4)
-    fence = "```python\n{}```"
-    good = [fence.format(r["prompt"] + r["canonical_solution"]) for r in rows]
-    tests = [[f"{r['test']}\ncheck({r['entry_point']})\n"] for r in rows]
-    scores = reward([""] * len(rows), good, tests=tests)
-    assert scores == [2.0] * 164
-    wrong = fence.format(
+@pytest.mark.parametrize(
+    ("name", "limit"), [("humaneval/HumanEval.jsonl", 24), ("mbpp/mbpp.jsonl", 48)]
+)
+def test_reference_solutions_pass_smoke(name: str, limit: int) -> None:
+    rows, scores = _reference_scores(name, limit)
+    assert _failing(rows, scores) == []
+
+
+@needs_bwrap
+@pytest.mark.slow
+def test_every_humaneval_reference_passes() -> None:
+    rows, scores = _reference_scores("humaneval/HumanEval.jsonl")
+    assert len(rows) == 164 and _failing(rows, scores) == []
+    wrong = "```python\n{}```".format(
         rows[0]["prompt"] + "    return not " + rows[0]["canonical_solution"].strip()
     )
-    assert reward([""], [wrong], tests=tests[:1]) == [0.0]
+    tests = [f"{rows[0]['test']}\ncheck({rows[0]['entry_point']})\n"]
+    reward = CodeExecutionReward(Sandbox(timeout_s=10.0), max_workers=1)
+    assert reward([""], [wrong], tests=[tests]) == [0.0]
 
 
 @needs_bwrap
-def test_mbpp_reference_solutions_pass() -> None:
-    rows = _rows("mbpp/mbpp.jsonl")
-    reward = CodeExecutionReward(Sandbox(timeout_s=10.0), max_workers=4)
-    completions = [f"```python\n{r['code']}\n```" for r in rows]
-    scores = reward(
-        [""] * len(rows),
-        completions,
-        tests=[r["test_list"] for r in rows],
-        test_setup=[r["test_setup_code"] for r in rows],
+@pytest.mark.slow
+def test_every_mbpp_reference_passes() -> None:
+    rows, scores = _reference_scores("mbpp/mbpp.jsonl")
+    assert len(rows) == 974 and _failing(rows, scores) == []
+    reward = CodeExecutionReward(Sandbox(timeout_s=10.0), max_workers=1)
+    partial = reward(
+        [""],
+        [f"```python\n{rows[0]['code']}\n```"],
+        tests=[rows[0]["test_list"] + ["assert False"]],
     )
-    passed = sum(s == 2.0 for s in scores)
-    print(f"MBPP reference solutions passing: {passed}/{len(rows)}")
-    assert passed >= 0.95 * len(rows)
-    partial = reward([""], [completions[0]], tests=[rows[0]["test_list"] + ["assert False"]])
     assert partial == [2.0 * 3 / 4]
 
 

@@ -67,7 +67,7 @@ logger = logging.getLogger(__name__)
 
 _UID_BASE = 200_000  # first uid used for sandboxed programs when the caller is root
 _UID_SLOTS = 256  # concurrent runs per calling process (uids are per process and slot)
-PROGRAM_PATH = "/sandbox/main.py"
+PROGRAM_PATH = "/sandbox/main.py"  # a compiled program goes to /sandbox/main.pyc
 T = TypeVar("T")
 
 
@@ -77,9 +77,13 @@ class SandboxUnavailableError(RuntimeError):
 
 @dataclass(frozen=True)
 class SandboxProgram:
-    """One program to run: its source, what it reads on stdin, and its ``sys.argv[1:]``."""
+    """One program to run: its source, what it reads on stdin, and its ``sys.argv[1:]``.
 
-    code: str
+    ``code`` as ``bytes`` is a compiled ``.pyc`` (header and marshalled code object) for the
+    sandbox's own interpreter; trusted programs run many times save their compile time this way.
+    """
+
+    code: str | bytes
     stdin: str | bytes = ""
     args: tuple[str, ...] = field(default_factory=tuple)
 
@@ -353,18 +357,20 @@ class Sandbox:
         stdin = program.stdin
         stdin_fd = _data_file(stdin.encode("utf-8") if isinstance(stdin, str) else stdin, files)
         args = [*program.args, *(str(fd) for fd in own)]
+        code = program.code.encode("utf-8") if isinstance(program.code, str) else program.code
+        name = "main.py" if isinstance(program.code, str) else "main.pyc"
         if not self._isolated:
             workdir = tempfile.mkdtemp(prefix="maskgrpo-sandbox-")
             workdirs.append(workdir)
-            main = os.path.join(workdir, "main.py")
-            with open(main, "w", encoding="utf-8") as f:
-                f.write(program.code)
+            main = os.path.join(workdir, name)
+            with open(main, "wb") as f:
+                f.write(code)
             cmd = [*self._limits(), self.python, *self._python_flags, main, *args]
             return Launch(cmd, stdin_fd, own, cwd=workdir)
-        code_fd = _data_file(program.code.encode("utf-8"), files)
+        code_fd = _data_file(code, files)
         rules = _filter_bytes()
         filter_fd = _data_file(rules, files) if rules is not None else None
-        cmd = self._bwrap_command(code_fd, filter_fd, uid) + args
+        cmd = self._bwrap_command(code_fd, filter_fd, uid, f"/sandbox/{name}") + args
         passed = (code_fd, *own) if filter_fd is None else (code_fd, filter_fd, *own)
         return Launch(cmd, stdin_fd, passed, cwd="/")
 
@@ -381,21 +387,15 @@ class Sandbox:
             "--",
         ]
 
-    def _bwrap_command(self, code_fd: int, filter_fd: int | None, uid: int | None) -> list[str]:
+    def _bwrap_command(
+        self, code_fd: int, filter_fd: int | None, uid: int | None, path: str = PROGRAM_PATH
+    ) -> list[str]:
         options = bwrap_options()
         cmd = ["bwrap", *_root_binds(), *_python_binds(self.python)]
         if "--size" in options:
             cmd += ["--size", str(self.tmp_mb * 1024 * 1024)]
         cmd += ["--perms", "1777", "--tmpfs", "/tmp", "--chdir", "/tmp", "--dev", "/dev"]
-        cmd += [
-            "--dir",
-            "/sandbox",
-            "--perms",
-            "0444",
-            "--ro-bind-data",
-            str(code_fd),
-            PROGRAM_PATH,
-        ]
+        cmd += ["--dir", "/sandbox", "--perms", "0444", "--ro-bind-data", str(code_fd), path]
         cmd += ["--unshare-pid", "--unshare-net", "--unshare-ipc", "--unshare-uts"]
         cmd += ["--unshare-cgroup-try", "--hostname", "sandbox"]
         cmd += ["--die-with-parent", "--new-session", "--clearenv", "--setenv", "HOME", "/tmp"]
@@ -413,4 +413,4 @@ class Sandbox:
             cmd += ["--", *self._limits(), "setpriv", f"--reuid={uid}", f"--regid={uid}"]
             cmd += ["--clear-groups", "--inh-caps=-all", "--bounding-set=-all", "--no-new-privs"]
             cmd += ["--"]
-        return cmd + [self.python, *self._python_flags, PROGRAM_PATH]
+        return cmd + [self.python, *self._python_flags, path]
