@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
+import subprocess
 import tempfile
 import time
 import uuid
@@ -297,8 +299,26 @@ def test_no_nested_namespaces(sandbox: Sandbox) -> None:
     assert lines["bwrap"] != "0"
 
 
+# x86-64 and AArch64 numbers of calls tested through syscall(2); all other arguments are 0.
+_KERNEL_SURFACE = {
+    "io_uring_setup": (425, 425),
+    "bpf": (321, 280),
+    "perf_event_open": (298, 241),
+    "userfaultfd": (323, 282),
+    "keyctl": (250, 219),
+    "process_vm_readv": (310, 270),
+    "pidfd_getfd": (438, 438),
+    "kcmp": (312, 272),
+    "open_by_handle_at": (304, 265),
+}
+
+
 @needs_bwrap
 def test_no_mounts_tracing_or_kernel_surface(sandbox: Sandbox) -> None:
+    column = {"x86_64": 0, "aarch64": 1}.get(os.uname().machine)
+    calls = (
+        {name: nrs[column] for name, nrs in _KERNEL_SURFACE.items()} if column is not None else {}
+    )
     code = _LIBC + (
         "print('tmpfs', call(libc.mount, b'none', b'/tmp', b'tmpfs', 0, None))\n"
         "print('proc', call(libc.mount, b'proc', b'/tmp', b'proc', 0, None))\n"
@@ -306,9 +326,11 @@ def test_no_mounts_tracing_or_kernel_surface(sandbox: Sandbox) -> None:
         "print('chroot', call(libc.chroot, b'/tmp'))\n"
         "print('ptrace', call(libc.ptrace, 0, 0, None, None))\n"
         "print('seccomp_mode', libc.prctl(21, 0, 0, 0, 0))\n"
+        f"for name, nr in {calls!r}.items():\n"
+        "    print(name, call(libc.syscall, nr, 0, 0, 0, 0, 0))\n"
     )
     lines = dict(line.split(" ", 1) for line in _contained(sandbox, code).stdout.splitlines())
-    for name in ("tmpfs", "proc", "umount", "chroot", "ptrace"):
+    for name in ("tmpfs", "proc", "umount", "chroot", "ptrace", *calls):
         assert lines[name] == "(-1, 1)", f"{name}: {lines[name]}"
     assert lines["seccomp_mode"] == "2"  # SECCOMP_MODE_FILTER
 
@@ -368,6 +390,71 @@ def test_run_pair_peers_see_nothing_of_each_other(sandbox: Sandbox) -> None:
     assert first.ok and first.stdout == "pong []\n", first
     assert second.killed_reason is None and not second.ok  # stopped when main ended
     assert time.monotonic() - start < sandbox.timeout_s + 1.0
+
+
+_AS_USER = """
+import json, sys
+sys.path.insert(0, sys.argv[1])
+from pkg.sandbox import Sandbox, sandbox_available
+if not sandbox_available():
+    print(json.dumps(None))
+    raise SystemExit
+box = Sandbox(timeout_s=5.0, max_procs=8)
+print(json.dumps({
+    "probe": box.run(sys.argv[2]).stdout,
+    "forks": box.run(sys.argv[3]).stdout,
+}))
+"""
+
+
+@needs_bwrap
+def test_guarantees_hold_for_a_normal_user() -> None:
+    """As root the tests above use the root path (a dropped uid); this runs a normal user's."""
+    python = shutil.which("python3", path="/usr/bin:/bin")
+    if os.geteuid() != 0 or shutil.which("setpriv") is None or python is None:
+        pytest.skip("needs root (to become a normal user), setpriv and a system python3")
+    root = Path(tempfile.mkdtemp(prefix="maskgrpo-user-"))
+    try:
+        (root / "pkg").mkdir()
+        (root / "pkg" / "__init__.py").write_text("")
+        src = Path(__file__).parents[1] / "src" / "maskgrpo"
+        for name in ("sandbox.py", "sandbox_process.py", "seccomp.py"):
+            shutil.copy(src / name, root / "pkg" / name)
+        for path in [root, *root.rglob("*")]:
+            path.chmod(0o755)
+        probe = (
+            _LIBC
+            + _CAPGET
+            + (
+                "print('caps', caps())\n"
+                "print('unshare', call(libc.unshare, 0x10000000))\n"
+                "print('caps_after', caps())\n"
+                "print('mount', call(libc.mount, b'none', b'/tmp', b'tmpfs', 0, None))\n"
+                "print('seccomp_mode', libc.prctl(21, 0, 0, 0, 0))\n"
+            )
+        )
+        forks = (
+            "import os, time\nn = 0\nfor _ in range(50):\n    try:\n        pid = os.fork()\n"
+            "    except OSError:\n        break\n    if pid == 0:\n        time.sleep(3)\n"
+            "        os._exit(0)\n    n += 1\nprint(n)\n"
+        )
+        cmd = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--", python]
+        cmd += ["-I", "-c", _AS_USER, str(root), probe, forks]
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=60, cwd="/", env={})
+        if done.returncode != 0 and "SyntaxError" in done.stderr:
+            pytest.skip(f"{python} is too old for the sandbox code")
+        assert done.returncode == 0, done.stderr
+        result = json.loads(done.stdout)
+        if result is None:
+            pytest.skip("unprivileged user namespaces are disabled on this machine")
+    finally:
+        shutil.rmtree(root)
+    lines = dict(line.split(" ", 1) for line in result["probe"].splitlines())
+    zero = "[(0, 0, 0), (0, 0, 0)]"
+    assert lines["caps"] == zero and lines["caps_after"] == zero, lines
+    assert lines["unshare"] == "(-1, 1)" and lines["mount"] == "(-1, 1)"
+    assert lines["seccomp_mode"] == "2"
+    assert int(result["forks"]) < 8
 
 
 def test_unavailable_isolation_refuses(monkeypatch: pytest.MonkeyPatch) -> None:
