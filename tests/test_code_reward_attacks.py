@@ -35,6 +35,10 @@ TASKS: dict[str, list[str]] = {
     ],
     "divisors": ["assert 3 in divisors(6)", "assert 2 in divisors(4)", "assert 5 in divisors(10)"],
     "root": ["assert 3 < root(16) < 5", "assert 2 < root(9) < 4"],
+    "size": ["assert tuple_size((1, 2)) == sys.getsizeof((1, 2))"],
+    "add_cases": [
+        "assert all(map(lambda case: add(*case[0]) == case[1], [((1, 2), 3), ((2, 2), 4)]))"
+    ],
 }
 
 SOLUTIONS = {
@@ -45,6 +49,8 @@ SOLUTIONS = {
     "area": "import math\ndef area(r):\n    return math.pi * r * r\n",
     "divisors": "def divisors(n):\n    return [d for d in range(1, n + 1) if n % d == 0]\n",
     "root": "def root(n):\n    return n ** 0.5\n",
+    "add_cases": "def add(a, b):\n    return a + b\n",
+    "size": "import sys\ndef tuple_size(t):\n    return sys.getsizeof(t)\n",
 }
 
 _FORGE = (
@@ -98,6 +104,10 @@ ATTACKS: dict[str, tuple[str, str]] = {
         "divisors",
         "class _All:\n    def __contains__(self, x):\n        return True\n\n"
         "def divisors(n):\n    return _All()\n",
+    ),
+    "stop_iteration_ends_the_test_loop": (
+        "add_cases",
+        "def add(a, b):\n    raise StopIteration\n",
     ),
     "ordering_always_true": (
         "root",
@@ -154,6 +164,11 @@ ATTACKS: dict[str, tuple[str, str]] = {
     "patch_a_library_helper": (
         "area",
         "import math\nmath.isclose = lambda *a, **k: True\n\ndef area(r):\n    return 0\n",
+    ),
+    "shadow_a_module": (
+        "size",
+        "class sys:\n    getsizeof = staticmethod(lambda obj: 7)\n\n"
+        "def tuple_size(t):\n    return 7\n",
     ),
     "patch_sys_modules": (
         "area",

@@ -23,8 +23,10 @@ by content. So a comparison in a test is always the judge's own comparison of pl
 program's ``__eq__``, ``__bool__``, ``__contains__`` or ordering methods never decide a test.
 
 Names in a test resolve like this: a builtin name is the judge's builtin (unless the test uses no
-other name of the program, as in MBPP's ``def sum(a, b)`` tests); a top-level standard-library
-module name is the judge's own import of it; any other name is the program's, if it defined one.
+other name of the program, as in MBPP's ``def sum(a, b)`` tests); a standard-library module name
+whose attribute the test reads (``sys.getsizeof``) is the judge's own import of it, whatever the
+program defined under that name; any other name is the program's if it defined one, else the
+judge's import of a top-level standard-library module of that name.
 
 Frames on the pipes are an 8-byte big-endian length followed by that many bytes of a small
 serialisation of nested lists of ``None``, ``bool``, ``int`` and ``str`` (:func:`dumps`,
@@ -389,7 +391,7 @@ class Link:
             self.broken = f"{type(err).__name__}: {err}"
             raise ProgramError(f"the program is gone: {self.broken}") from None
         if reply[0] == "raise":
-            raise _exception(reply[1:])
+            raise _exception(reply[1:], may_stop=message[0] == "next")
         if len(reply) != 2:
             raise ProgramError(f"malformed reply {str(reply)[:80]}")
         return reply[1]
@@ -404,10 +406,16 @@ class Link:
         return Remote(self, handle[1], handle[2])
 
 
-def _exception(info: list[Any]) -> BaseException:
-    """The builtin ``Exception`` type the program raised (by name), else :class:`ProgramError`."""
+def _exception(info: list[Any], may_stop: bool) -> BaseException:
+    """The builtin ``Exception`` type the program raised (by name), else :class:`ProgramError`.
+
+    ``StopIteration`` passes only as the answer to ``next``: raised from a call it would end
+    the test's own loop early (``all(map(f, cases))`` would hold with no case checked).
+    """
     name, message = (str(info[0]), str(info[1])) if len(info) == 2 else ("?", str(info))
     cls = getattr(builtins, name, None)
+    if name in ("StopIteration", "StopAsyncIteration") and not may_stop:
+        cls = None
     if isinstance(cls, type) and issubclass(cls, Exception):
         try:
             return cls(message)
@@ -509,6 +517,23 @@ def free_names(source: str) -> set[str]:
     return names
 
 
+def module_attribute_names(source: str, names: set[str]) -> set[str]:
+    """Those of ``names`` that are standard-library modules and that ``source`` reads an
+    attribute of (``sys.getsizeof``): they mean the module, whatever the program calls so."""
+    candidates = names & set(getattr(sys, "stdlib_module_names", ()))
+    if not candidates:
+        return set()
+    import ast
+
+    return {
+        node.value.id
+        for node in ast.walk(ast.parse(source))
+        if isinstance(node, ast.Attribute)
+        and isinstance(node.value, ast.Name)
+        and node.value.id in candidates
+    }
+
+
 def _stdlib_module(name: str) -> types.ModuleType | None:
     if not name.isidentifier() or name.startswith("_"):
         return None
@@ -546,7 +571,11 @@ def run_test(source: str, index: int, link: Link) -> None:
     """Run one test in a fresh ``__main__`` module; raises when it fails."""
     code = compile(source, f"test_{index}.py", "exec")
     module = types.ModuleType("__main__")
-    module.__dict__.update(bind(free_names(source), link))
+    names = free_names(source)
+    modules = module_attribute_names(source, names)
+    module.__dict__.update(bind(names - modules, link))
+    for name in modules:
+        module.__dict__[name] = _stdlib_module(name)
     sys.modules["__main__"] = module
     exec(code, module.__dict__)
 
