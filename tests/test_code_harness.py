@@ -19,15 +19,8 @@ from maskgrpo.rewards.code import (
     diagnose,
     judged_programs,
 )
-from maskgrpo.rewards.code_harness import (
-    MAX_DEPTH,
-    ProtocolError,
-    decode,
-    dumps,
-    encode,
-    free_names,
-    loads,
-)
+from maskgrpo.rewards.code_harness import free_names
+from maskgrpo.rewards.code_wire import MAX_DEPTH, ProtocolError, decode, dumps, encode, loads
 from maskgrpo.sandbox import Sandbox, sandbox_available
 
 needs_bwrap = pytest.mark.skipif(not sandbox_available(), reason="bubblewrap sandbox not usable")

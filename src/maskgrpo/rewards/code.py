@@ -38,11 +38,11 @@ from ..sandbox import (
     SandboxUnavailableError,
     sandbox_available,
 )
-from .code_harness import dumps
+from .code_wire import dumps
 
 CODE_REWARD_SCALE = 2.0
 CODE_FORMAT_REWARD = 0.5
-HARNESS = Path(__file__).with_name("code_harness.py")
+HARNESS = Path(__file__).with_name("code_harness.py")  # with code_wire.py beside it
 
 logger = logging.getLogger(__name__)
 
@@ -68,22 +68,44 @@ def judged_programs(
     goes in compiled, which saves each of the two processes its compile time.
     """
     same = python is not None and os.path.realpath(python) == os.path.realpath(sys.executable)
-    harness: str | bytes = _harness_compiled() if same else _harness_source()
+    harness = _harness_program(compiled=same)
     judge = SandboxProgram(harness, dumps(list(tests)), ("judge",))
     worker = SandboxProgram(harness, dumps([code, setup]), ("worker",))
     return judge, worker
 
 
-@functools.cache
-def _harness_source() -> str:
-    return HARNESS.read_text(encoding="utf-8")
+# Run in the sandbox: loads the two harness modules as a package without touching the file
+# system (their code objects, or their sources, are literals of this program), then starts it.
+_BOOT = """\
+import marshal, sys, types
+package = types.ModuleType("harness")
+package.__path__ = []
+sys.modules["harness"] = package
+for name, code in (("code_wire", {wire}), ("code_harness", {harness})):
+    module = types.ModuleType("harness." + name)
+    module.__package__ = "harness"
+    sys.modules[module.__name__] = module
+    exec({load}(code), module.__dict__)
+module.main(sys.argv[1:])
+"""
+HARNESS_FILES = ("code_wire.py", "code_harness.py")
 
 
 @functools.cache
-def _harness_compiled() -> bytes:
-    """The harness as ``.pyc`` bytes for this interpreter (PEP 552 header, no source check)."""
-    code = compile(_harness_source(), "code_harness.py", "exec", dont_inherit=True)
-    return importlib.util.MAGIC_NUMBER + bytes(12) + marshal.dumps(code)
+def _harness_program(compiled: bool) -> str | bytes:
+    """The bootstrap above holding both modules: source text, or a ``.pyc`` for this Python."""
+    sources = [HARNESS.with_name(name).read_text(encoding="utf-8") for name in HARNESS_FILES]
+    if not compiled:
+        wire, harness = (repr(src) for src in sources)
+        load = "lambda text: compile(text, 'harness', 'exec', dont_inherit=True)"
+        return _BOOT.format(wire=wire, harness=harness, load=f"({load})")
+    codes = [
+        repr(marshal.dumps(compile(src, name, "exec", dont_inherit=True)))
+        for src, name in zip(sources, HARNESS_FILES, strict=True)
+    ]
+    boot = _BOOT.format(wire=codes[0], harness=codes[1], load="marshal.loads")
+    code = compile(boot, "harness_boot.py", "exec", dont_inherit=True)
+    return importlib.util.MAGIC_NUMBER + bytes(12) + marshal.dumps(code)  # PEP 552 header
 
 
 def count_passes(verdict: str, n_tests: int) -> int:
