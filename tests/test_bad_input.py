@@ -110,6 +110,18 @@ def test_benchmark_on_a_saved_tiny_model(
     assert str(runs["model"]) in line and "--task" in line
 
 
+def test_benchmark_eval_into_a_training_run_is_refused(
+    runs: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "train"
+    shutil.copytree(runs["train"], out)
+    data = tmp_path / "one.jsonl"
+    data.write_text(json.dumps({"question": "1 + 1?", "answer": "#### 2"}) + "\n")
+    args = cli("eval", "--dataset", "gsm8k", "--data-file", str(data), out=out)
+    line = fails(args, capsys)
+    assert str(out) in line and "training run" in line
+
+
 def test_output_folder_that_is_a_file_or_under_one(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -120,12 +120,15 @@ def _leave_process_group() -> None:
 def _check_inputs(command: str, cfg: Any) -> None:
     """File-system inputs checked before any work: the output folder and a local model folder."""
     from .trainer.file_checks import check_model_folder
-    from .trainer.outputs import check_output_dir
+    from .trainer.outputs import check_not_a_training_run, check_output_dir
 
     if command != "generate":
         check_output_dir(cfg.out_dir)
-    if isinstance(getattr(cfg, "model", None), str):
-        check_model_folder(cfg.model)
+    if command == "eval" and getattr(cfg, "dataset", ""):  # writes samples.jsonl there
+        check_not_a_training_run(cfg.out_dir)
+    model = getattr(cfg, "model", None)
+    if isinstance(model, str) and model != "tiny":
+        check_model_folder(model)
 
 
 def _fail(command: str, message: str, code: int = 2) -> NoReturn:

@@ -59,10 +59,24 @@ def json_problem(path: Path) -> str | None:
     return None
 
 
-def folder_problems(folder: Path) -> list[str]:
-    """``"<file>: <problem>"`` for each damaged ``.safetensors`` or ``.json`` file in ``folder``."""
+# The JSON files of a model folder that loading reads (others, like a log, are not checked).
+MODEL_JSON = (
+    "config.json",
+    "generation_config.json",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "model.safetensors.index.json",
+)
+
+
+def folder_problems(folder: Path, json_names: tuple[str, ...] | None = None) -> list[str]:
+    """``"<file> is <problem>"`` for each damaged ``.safetensors`` or ``.json`` file in ``folder``
+    (only the JSON files named in ``json_names``, when given)."""
     problems: list[str] = []
     for path in sorted(folder.iterdir()) if folder.is_dir() else []:
+        if path.suffix == ".json" and json_names is not None and path.name not in json_names:
+            continue
         if path.suffix == ".safetensors":
             problem = safetensors_problem(path)
         elif path.suffix == ".json":
@@ -79,7 +93,7 @@ def check_model_folder(folder: str | Path) -> None:
     path = Path(folder)
     if not path.is_dir():
         return
-    problems = folder_problems(path)
+    problems = folder_problems(path, MODEL_JSON)
     if problems:
         raise ValueError(
             f"model folder {folder} is damaged: {'; '.join(problems)}; save or download the "

@@ -11,7 +11,14 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-__all__ = ["RUN_FILES", "RunLogger", "check_output_dir", "plot_curves", "prepare_output_dir"]
+__all__ = [
+    "RUN_FILES",
+    "RunLogger",
+    "check_not_a_training_run",
+    "check_output_dir",
+    "plot_curves",
+    "prepare_output_dir",
+]
 
 # What sft and train write into their output folder; any of these means the folder holds a run.
 RUN_FILES = (
@@ -41,6 +48,19 @@ def check_output_dir(path: str | Path) -> None:
         raise ValueError(f"output folder {path} lies under the file {existing}; pass a folder")
     if not os.access(existing, os.W_OK | os.X_OK):
         raise ValueError(f"output folder {path}: {existing} is not writable; pass another folder")
+
+
+def check_not_a_training_run(path: str | Path) -> None:
+    """Refuse ``path`` when it holds an ``sft`` or ``train`` run (for commands that would write
+    over its ``samples.jsonl``, such as a benchmark evaluation)."""
+    folder = Path(path)
+    training = ("checkpoints", "metrics.jsonl", "train_config.yaml", "sft_config.yaml")
+    found = [name for name in training if (folder / name).exists()]
+    if found:
+        raise ValueError(
+            f"output folder {path} holds a training run ({', '.join(found)}), whose files an "
+            "evaluation would overwrite; pass another --out-dir"
+        )
 
 
 def prepare_output_dir(path: str | Path, *, resume: bool, overwrite: bool) -> list[str]:
