@@ -124,7 +124,8 @@ def _check_inputs(command: str, cfg: Any) -> None:
 
     if command != "generate":
         check_output_dir(cfg.out_dir)
-    if command == "eval" and getattr(cfg, "dataset", ""):  # writes samples.jsonl there
+    dataset = getattr(cfg, "dataset", None)
+    if command == "eval" and dataset:  # a benchmark writes samples.jsonl there
         check_not_a_training_run(cfg.out_dir)
     model = getattr(cfg, "model", None)
     if isinstance(model, str) and model != "tiny":
