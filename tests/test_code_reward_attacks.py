@@ -177,8 +177,8 @@ ATTACKS: dict[str, tuple[str, str]] = {
         "def area(r):\n    return 0\n",
     ),
 }
-# Attacks that already scored 0 before the judge moved out of the program's process (or that
-# target the judge's pipes, which did not exist then); kept as guards.
+# Attacks that also score 0 against a harness running the tests in the program's process (or
+# that target the judge's pipes); kept as guards.
 GUARDS: dict[str, tuple[str, str]] = {
     "system_exit_from_eq": (
         "add",
