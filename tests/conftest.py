@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -18,6 +19,10 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 # machine made a forward pass of the tiny model ~100x slower. OMP_NUM_THREADS still overrides.
 if "OMP_NUM_THREADS" not in os.environ:
     torch.set_num_threads(1)
+
+# Remote modeling code (LLaDA, Dream, MMaDA fixtures) is imported by transformers from its
+# modules cache; a private one per session keeps runs on one machine from sharing files.
+os.environ.setdefault("HF_MODULES_CACHE", tempfile.mkdtemp(prefix="maskgrpo-hf-modules-"))
 
 TinyFactory = Callable[..., TinyDiffusionLM]
 

@@ -16,6 +16,7 @@ from .grpo import (
 from .logprobs import split_head, token_logprobs, view_logprobs
 from .masking import MaskedView, completion_span, mask_ratios, remask, upto_first_eos
 from .models import TinyConfig, TinyDiffusionLM
+from .models.calls import model_call
 from .sampling.common import cosine_schedule, emerge_reveal, gumbel_sample
 from .sampling.llada import TextSample, generate
 from .tokenizer import CharTokenizer
@@ -42,6 +43,7 @@ __all__ = [
     "k3_kl",
     "mask_ratios",
     "masked_mean",
+    "model_call",
     "remask",
     "split_head",
     "token_logprobs",

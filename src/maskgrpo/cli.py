@@ -1,4 +1,4 @@
-"""The ``maskgrpo`` command line: ``sft``, ``train``, ``generate``, ``eval``, ``demo``.
+"""The ``maskgrpo`` command line: ``sft``, ``train``, ``generate``, ``eval``, ``merge``, ``demo``.
 
 Every command takes one typed config: ``--config file.yaml`` sets fields, and any field can be
 overridden with ``--field value``; ``maskgrpo <command> --help`` documents each field.
@@ -22,6 +22,7 @@ from .config import (
     add_config_arguments,
     config_from_args,
 )
+from .merge import MergeConfig
 
 __all__ = ["main"]
 
@@ -89,6 +90,12 @@ def _eval(cfg: EvalConfig) -> None:
     )
 
 
+def _merge(cfg: MergeConfig) -> None:
+    from .merge import run_merge
+
+    _out(json.dumps(run_merge(cfg), indent=2))
+
+
 def _demo(cfg: DemoConfig) -> None:
     if cfg.modality == "image":
         from .image.demo import run_image_demo
@@ -105,6 +112,7 @@ COMMANDS: dict[str, tuple[type, Callable[[Any], None], str]] = {
     "train": (TrainConfig, _train, "MaskGRPO reinforcement learning"),
     "generate": (GenerateConfig, _generate, "sample completions from a model"),
     "eval": (EvalConfig, _eval, "held-out accuracy with a 95% interval"),
+    "merge": (MergeConfig, _merge, "write a LoRA output folder as a plain merged model"),
     "demo": (DemoConfig, _demo, "SFT a tiny model, then MaskGRPO; accuracy before and after"),
 }
 

@@ -97,10 +97,19 @@ class ModelConfig:
     mask_token: str = _f(
         "", "Hugging Face models: the mask token's string; empty = found on the tokenizer/config."
     )
+    family: str = _f(
+        "auto",
+        "Hugging Face models: the model family (auto = from config.json; llada, mmada, dream, "
+        "generic): logit alignment, padding form, mask token, LoRA preset.",
+    )
 
     def validate_model(self) -> None:
+        from .models.registry import family_named
+
         if self.dtype not in DTYPES:
             raise ValueError(f"dtype={self.dtype!r} is unknown; choose one of {list(DTYPES)}")
+        if self.family != "auto":
+            family_named(self.family)
 
 
 @dataclass
@@ -181,8 +190,9 @@ class TrainConfig(CommonConfig, ModelConfig, SamplingConfig):
     lora_r: int = _f(0, "LoRA rank of Hugging Face models (MaskGRPO: 128); 0 = full fine-tuning.")
     lora_alpha: int = _f(64, "LoRA alpha (MaskGRPO: 64); the update is scaled by alpha / r.")
     lora_targets: str = _f(
-        "llada",
-        "LoRA target layers: preset llada or llama, or comma-separated linear-layer names.",
+        "auto",
+        "LoRA target layers: auto (the model family's preset), a preset llada, mmada, dream "
+        "or llama, or comma-separated linear-layer names.",
     )
     gradient_checkpointing: bool = _f(
         False, "Recompute each transformer block in backward (less memory, one more forward)."
@@ -245,7 +255,7 @@ class TrainConfig(CommonConfig, ModelConfig, SamplingConfig):
 
     def validate_scaling(self) -> None:
         """LoRA, checkpointing and precision fields (before any model is built)."""
-        from .lora import resolve_targets
+        from .lora import validate_targets
         from .policy import is_tiny_model
 
         if self.mixed_precision not in MIXED_PRECISION:
@@ -258,7 +268,7 @@ class TrainConfig(CommonConfig, ModelConfig, SamplingConfig):
             return
         if not self.lora_alpha > 0:
             raise ValueError(f"lora_alpha={self.lora_alpha} must be positive (MaskGRPO: 64)")
-        resolve_targets(self.lora_targets)
+        validate_targets(self.lora_targets)
         if is_tiny_model(self.model):
             raise ValueError(
                 f"lora_r={self.lora_r} needs a Hugging Face model, not model={self.model!r}; "

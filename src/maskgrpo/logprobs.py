@@ -5,10 +5,14 @@ log-softmax runs in float32, optionally over chunks of positions, so a 126k voca
 materialises a full ``(B, L, V)`` float32 tensor. Under autograd each chunk is recomputed in
 the backward pass (activation checkpointing), so chunking also bounds training memory.
 
-When a model does not expose its trunk and output head separately (see :func:`split_head`),
-the full logits are computed by the model and only the scored rows are converted to float32.
-Models that post-process their logits after the head (soft-capping, scaling) must be used with
-``use_head_split=False``.
+The model is called through :func:`maskgrpo.models.calls.model_call`, which owns each family's
+conventions: Dream's shifted logits come back aligned (position ``i`` scores token ``i``),
+padding is expressed in the form the family expects and is exact (a left-padded row scores as
+it would alone; the padding is the leading run of pad tokens of the clean targets), and the
+final hidden states are taken before the head. When a model does not expose its hidden states
+(see :func:`split_head`), the full logits are computed and only the scored rows are converted
+to float32. Models that post-process their logits after the head (soft-capping, scaling) must
+be used with ``use_head_split=False``.
 """
 
 from __future__ import annotations
@@ -20,44 +24,24 @@ from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
 from .masking import MaskedView
+from .models.calls import model_call
 
 __all__ = ["split_head", "token_logprobs", "view_logprobs"]
 
 Trunk = Callable[[Tensor], Tensor]
 
 
-def split_head(model: nn.Module) -> tuple[Trunk, nn.Module] | None:
-    """Return ``(trunk, head)`` with ``head(trunk(ids))`` equal to the model's logits, or None.
+def split_head(model: nn.Module) -> tuple[Trunk, Callable[[Tensor], Tensor]] | None:
+    """``(trunk, head)`` with ``head(trunk(ids))`` equal to the model's aligned logits, or None.
 
-    Works for the built-in tiny model and for Hugging Face models whose base model returns
-    ``last_hidden_state`` and whose output embeddings are the LM head (Llama, ModernBERT...).
-    A peft model is split through its base model (the adapters stay in place); a model with
-    ``maskgrpo_head_split = False`` (set by the loader when the probe fails) is never split.
+    Works for the built-in tiny model, LLaDA, MMaDA, Dream and ``transformers`` models whose
+    base model returns ``last_hidden_state`` (Llama, ModernBERT...), also under a peft adapter.
+    None when the model's hidden states are unavailable (then log-probs use the full logits).
     """
-    if getattr(model, "maskgrpo_head_split", True) is False:
+    call = model_call(model)
+    if not call.lean:
         return None
-    get_base = getattr(model, "get_base_model", None)
-    if callable(get_base):  # peft: PeftModel -> the wrapped transformers model
-        model = get_base()
-        if getattr(model, "maskgrpo_head_split", True) is False:
-            return None
-    hidden = getattr(model, "hidden_states", None)
-    head = getattr(model, "lm_head", None)
-    if callable(hidden) and isinstance(head, nn.Module):
-        return hidden, head
-    get_head = getattr(model, "get_output_embeddings", None)
-    prefix = getattr(model, "base_model_prefix", "")
-    base = getattr(model, prefix, None) if prefix else None
-    if not callable(get_head) or not isinstance(base, nn.Module) or base is model:
-        return None
-    out_head = get_head()
-    if not isinstance(out_head, nn.Module):
-        return None
-
-    def trunk(ids: Tensor) -> Tensor:
-        return base(input_ids=ids).last_hidden_state
-
-    return trunk, out_head
+    return (lambda ids: call.hidden_states(ids)), call.head
 
 
 def _gather_logprob(logits: Tensor, targets: Tensor) -> Tensor:
@@ -97,29 +81,25 @@ def token_logprobs(
     chunk_size: int | None = None,
     vocab_range: tuple[int, int] | None = None,
     use_head_split: bool = True,
+    attention: Tensor | None = None,
 ) -> Tensor:
     """``log pi(targets | noisy_ids)`` at ``scored`` positions; ``(B, L)`` float32, 0 elsewhere.
 
     ``vocab_range=(lo, hi)`` restricts the softmax to ids ``lo <= id < hi`` (image codes in a
-    unified vocabulary); targets are then given as full-vocabulary ids.
+    unified vocabulary); targets are then given as full-vocabulary ids. ``attention`` ``(B, L)``
+    marks real tokens (left padding); by default it is inferred from ``targets``.
     """
-    split = split_head(model) if use_head_split else None
     lo, hi = vocab_range if vocab_range is not None else (0, None)
     out = torch.zeros(scored.shape, dtype=torch.float32, device=noisy_ids.device)
     if not bool(scored.any()):
         return out
+    call = model_call(model, lean=use_head_split)
+    keep = attention if attention is not None else call.padding(targets)
     idx_targets = targets[scored] - lo  # (N,)
-    if split is not None:
-        trunk, head = split
-        rows = trunk(noisy_ids)[scored]  # (N, D)
+    rows = call.hidden_states(noisy_ids, keep)[scored]  # (N, D), or (N, V) without the split
 
-        def to_logits(r: Tensor) -> Tensor:
-            return head(r)[..., lo:hi]
-    else:
-        rows = model(noisy_ids).logits[scored]  # (N, V)
-
-        def to_logits(r: Tensor) -> Tensor:
-            return r[..., lo:hi]
+    def to_logits(r: Tensor) -> Tensor:
+        return call.head(r)[..., lo:hi]
 
     return out.masked_scatter(scored, _rows_logprob(rows, idx_targets, to_logits, chunk_size))
 

@@ -5,7 +5,9 @@ reference policy of the KL term is the same network with the adapter switched of
 copy of the weights is kept (:class:`AdapterDisabled`, :func:`reference_policy`).
 
 Target presets name the linear layers of one architecture; the output head is always excluded
-(LLaDA calls both its MLP down-projection and its LM head ``ff_out``).
+(LLaDA calls both its MLP down-projection and its LM head ``ff_out``). ``auto`` takes the preset
+of the model's family (:mod:`maskgrpo.models.registry`): LLaDA's names for LLaDA, MMaDA's for
+MMaDA, the Qwen2 names for Dream, the Llama names for other ``transformers`` models.
 
 Gradient checkpointing here wraps each transformer block in ``torch.utils.checkpoint`` and works
 in eval mode: the trainer keeps the policy in eval mode (dropout off, so the ratio is exactly 1
@@ -15,7 +17,6 @@ at the first update), where the ``transformers`` switch would not act.
 from __future__ import annotations
 
 import contextlib
-import functools
 import logging
 import math
 from collections.abc import Iterator, Sequence
@@ -35,22 +36,39 @@ __all__ = [
     "reference_logprobs",
     "reference_policy",
     "resolve_targets",
+    "validate_targets",
 ]
 
 log = logging.getLogger(__name__)
 
+_LLADA_BLOCK = ("q_proj", "k_proj", "v_proj", "attn_out", "ff_proj", "up_proj", "ff_out")
+_LLAMA_BLOCK = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+
 LORA_PRESETS: dict[str, tuple[str, ...]] = {
     # LLaDA's blocks (modeling_llada.py, LLaDALlamaBlock): attention q/k/v, attn_out, and the
     # SwiGLU MLP ff_proj (gate), up_proj, ff_out (down).
-    "llada": ("q_proj", "k_proj", "v_proj", "attn_out", "ff_proj", "up_proj", "ff_out"),
-    # Llama-style names (Llama, Qwen2/Dream, Mistral, bidirectional Llama).
-    "llama": ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"),
+    "llada": _LLADA_BLOCK,
+    # MMaDA's text backbone is LLaDA's (its modeling_llada.py): the same module names.
+    "mmada": _LLADA_BLOCK,
+    # Dream (modeling_dream.py): Qwen2 attention q/k/v/o_proj and MLP gate/up/down_proj.
+    "dream": _LLAMA_BLOCK,
+    # Llama-style names (Llama, Qwen2, Mistral, bidirectional Llama).
+    "llama": _LLAMA_BLOCK,
 }
 
 
-def resolve_targets(targets: str | Sequence[str]) -> list[str]:
-    """A preset name (``llada``, ``llama``) or comma-separated module names -> module names."""
+def validate_targets(targets: str) -> None:
+    """Check ``lora_targets`` before any model exists (``auto`` is resolved at load time)."""
+    if targets != "auto":
+        resolve_targets(targets)
+
+
+def resolve_targets(targets: str | Sequence[str], model: nn.Module | None = None) -> list[str]:
+    """A preset (``llada``, ``mmada``, ``dream``, ``llama``), ``auto`` (the preset of
+    ``model``'s family) or comma-separated module names -> module names."""
     if isinstance(targets, str):
+        if targets == "auto":
+            return list(LORA_PRESETS[_family_preset(model)])
         if targets in LORA_PRESETS:
             return list(LORA_PRESETS[targets])
         names = [t.strip() for t in targets.split(",") if t.strip()]
@@ -58,10 +76,36 @@ def resolve_targets(targets: str | Sequence[str]) -> list[str]:
         names = [t for t in targets if t]
     if not names:
         raise ValueError(
-            f"lora_targets={targets!r} names no module; use a preset {sorted(LORA_PRESETS)} "
-            "or comma-separated module names such as 'q_proj,v_proj'"
+            f"lora_targets={targets!r} names no module; use auto, a preset "
+            f"{sorted(LORA_PRESETS)} or comma-separated module names such as 'q_proj,v_proj'"
         )
     return names
+
+
+def _family_preset(model: nn.Module | None) -> str:
+    from .models.calls import model_call
+
+    family = model_call(model).family if model is not None else None
+    if family is None or family.lora_preset is None:
+        raise ValueError(
+            f"lora_targets='auto' needs a model of a known family (got {family}); name a preset "
+            f"{sorted(LORA_PRESETS)} or comma-separated linear-layer names"
+        )
+    return family.lora_preset
+
+
+def _target_paths(model: nn.Module, names: Sequence[str]) -> list[str]:
+    """Full paths of the linear layers called ``names``, the output head left out.
+
+    Full paths (rather than peft's ``exclude_modules``) keep the head out on every supported
+    peft release and record in the adapter config exactly which layers were adapted.
+    """
+    head = set(_head_names(model))
+    return [
+        path
+        for path, module in model.named_modules()
+        if isinstance(module, nn.Linear) and path.rsplit(".", 1)[-1] in names and path not in head
+    ]
 
 
 def _head_names(model: nn.Module) -> list[str]:
@@ -75,7 +119,7 @@ def apply_lora(
     *,
     r: int = 128,
     alpha: int = 64,
-    targets: str | Sequence[str] = "llada",
+    targets: str | Sequence[str] = "auto",
     dropout: float = 0.0,
     generator: torch.Generator | None = None,
 ) -> nn.Module:
@@ -89,7 +133,7 @@ def apply_lora(
 
     if r < 1 or alpha <= 0:
         raise ValueError(f"lora_r={r} must be >= 1 and lora_alpha={alpha} > 0")
-    names = resolve_targets(targets)
+    names = resolve_targets(targets, model)
     linear = {n.rsplit(".", 1)[-1] for n, m in model.named_modules() if isinstance(m, nn.Linear)}
     missing = [n for n in names if n not in linear]
     if len(missing) == len(names):
@@ -103,8 +147,7 @@ def apply_lora(
         r=r,
         lora_alpha=alpha,
         lora_dropout=dropout,
-        target_modules=[n for n in names if n in linear],
-        exclude_modules=_head_names(model) or None,
+        target_modules=_target_paths(model, names),
         bias="none",
     )
     with torch.random.fork_rng(devices=[]):
@@ -131,54 +174,25 @@ def is_lora(model: nn.Module) -> bool:
     return callable(getattr(_unwrap(model), "disable_adapter", None))
 
 
-class _DisabledCall(nn.Module):
-    """Calls ``module`` with the adapters of ``owner`` switched off."""
-
-    _module: Any
-    _owner: Any
-
-    def __init__(self, module: nn.Module, owner: nn.Module) -> None:
-        super().__init__()
-        object.__setattr__(self, "_module", module)  # not registered: no duplicate parameters
-        object.__setattr__(self, "_owner", owner)
-
-    def forward(self, *args: Any, **kwargs: Any) -> Any:
-        with self._owner.disable_adapter():
-            return self._module(*args, **kwargs)
-
-
 class AdapterDisabled(nn.Module):
     """The reference policy of a LoRA model: the same weights with the adapter switched off.
 
-    Exposes ``hidden_states``/``lm_head`` when the policy splits into trunk and head, so the
-    reference pass keeps the memory savings of :func:`maskgrpo.logprobs.token_logprobs`.
+    :func:`maskgrpo.models.calls.model_call` recognises it (``maskgrpo_reference_of``) and
+    runs the policy's trunk and head with the adapter disabled, so the reference pass keeps the
+    family's conventions and the memory savings of :func:`maskgrpo.logprobs.token_logprobs`.
     """
 
-    _model: Any
+    maskgrpo_reference_of: Any
 
     def __init__(self, model: nn.Module) -> None:
         super().__init__()
-        from .logprobs import split_head
-
         peft_model = _unwrap(model)
-        object.__setattr__(self, "_model", peft_model)  # not registered: shares the weights
-        split = split_head(peft_model)
-        if split is not None:
-            trunk, head = split
-            object.__setattr__(self, "hidden_states", self._disabled(trunk))
-            object.__setattr__(self, "lm_head", _DisabledCall(head, peft_model))
-
-    def _disabled(self, fn: Any) -> Any:
-        @functools.wraps(fn)
-        def call(*args: Any, **kwargs: Any) -> Any:
-            with self._model.disable_adapter():
-                return fn(*args, **kwargs)
-
-        return call
+        object.__setattr__(self, "maskgrpo_reference_of", peft_model)  # not registered: shared
 
     def forward(self, input_ids: Tensor, **kwargs: Any) -> Any:
-        with self._model.disable_adapter():
-            return self._model(input_ids=input_ids, **kwargs)
+        peft_model = self.maskgrpo_reference_of
+        with peft_model.disable_adapter():
+            return peft_model(input_ids=input_ids, **kwargs)
 
 
 def reference_policy(model: nn.Module) -> nn.Module | None:

@@ -2,13 +2,22 @@
 
 A model is named by hub id or local folder. Models that ship their own modeling code (LLaDA,
 Dream, MMaDA: an ``auto_map`` in ``config.json``) load only with ``trust_remote_code=True``, an
-explicit opt-in; without it the loader stops with an error naming the flag. Native
-``transformers`` models load through ``AutoModelForMaskedLM`` (ModernBERT, BERT) or
-``AutoModelForCausalLM`` with bidirectional attention (e.g. ``LlamaConfig(is_causal=False)``).
+explicit opt-in; without it the loader stops with an error naming the flag. Their code is
+imported by ``transformers`` and patched in memory where the installed release needs it
+(:mod:`maskgrpo.models.compat`). Native ``transformers`` models load through
+``AutoModelForMaskedLM`` (ModernBERT, BERT) or ``AutoModelForCausalLM`` with bidirectional
+attention (e.g. ``LlamaConfig(is_causal=False)``).
+
+Every loaded model gets its family (:mod:`maskgrpo.models.registry`, ``family="auto"``: from
+``config.json``) and a binding measured at load time (:func:`maskgrpo.models.calls.bind_family`):
+pad id, tokenizer size (ids beyond it are never sampled), whether its code honours padding,
+whether its hidden states are reachable. A LoRA output folder (``adapter_config.json``) loads as
+its base model with the adapter merged in (:mod:`maskgrpo.models.lora_folder`).
 
 The :class:`~maskgrpo.tokens.TokenSpec` is read from the tokenizer and config; the mask token is
-also looked up by its string (LLaDA's ``<|mdm_mask|>``). Offline failures (``HF_HUB_OFFLINE=1``,
-no cache) become one ``ValueError`` sentence instead of a traceback.
+also looked up by its string (the family's first: LLaDA's ``<|mdm_mask|>``, Dream's ``<|mask|>``).
+Offline failures (``HF_HUB_OFFLINE=1``, no cache) become one ``ValueError`` sentence instead of
+a traceback.
 
 Left out: quantised loading and model-parallel placement (``device_map``); use accelerate's
 FSDP/DeepSpeed configs for models that do not fit one device.
@@ -16,6 +25,8 @@ FSDP/DeepSpeed configs for models that do not fit one device.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import logging
 from dataclasses import dataclass
@@ -27,6 +38,10 @@ import torch
 from torch import nn
 
 from ..tokens import TokenSpec
+from .calls import bind_family
+from .compat import dtype_kwargs, load_remote_model
+from .family import Family, tokenizer_size
+from .registry import detect_family
 
 __all__ = [
     "MASK_TOKEN_STRINGS",
@@ -36,6 +51,7 @@ __all__ = [
     "load_hf_policy",
     "read_config_dict",
     "token_spec_from",
+    "tokenizer_size",
 ]
 
 log = logging.getLogger(__name__)
@@ -51,6 +67,7 @@ class HFPolicy:
     model: nn.Module
     tokenizer: Any
     spec: TokenSpec
+    family: Family | None = None
 
 
 def _offline_error(name: str, err: BaseException) -> ValueError:
@@ -91,16 +108,23 @@ def _check_remote_code(name: str, config: dict[str, Any], trust_remote_code: boo
     return needs
 
 
-def _auto_class(config: dict[str, Any], remote: bool) -> Any:
+_REMOTE_CLASSES = ("AutoModel", "AutoModelForMaskedLM", "AutoModelForCausalLM")
+
+
+def _remote_class(config: dict[str, Any]) -> tuple[str, str]:
+    """``(class reference, auto class name)`` of the model class in ``auto_map``."""
+    auto_map = config["auto_map"]
+    for cls in _REMOTE_CLASSES:
+        ref = auto_map.get(cls)
+        if isinstance(ref, str):
+            return ref, cls
+    raise ValueError(f"auto_map {sorted(auto_map)} names no model class maskgrpo can load")
+
+
+def _native_class(config: dict[str, Any]) -> Any:
     import transformers
     from transformers.models.auto.modeling_auto import MODEL_FOR_MASKED_LM_MAPPING_NAMES
 
-    if remote:
-        auto_map = config["auto_map"]
-        for cls in ("AutoModel", "AutoModelForMaskedLM", "AutoModelForCausalLM"):
-            if cls in auto_map:
-                return getattr(transformers, cls)
-        raise ValueError(f"auto_map {sorted(auto_map)} names no model class maskgrpo can load")
     if config.get("model_type") in MODEL_FOR_MASKED_LM_MAPPING_NAMES:
         return transformers.AutoModelForMaskedLM
     if config.get("is_causal", True) is not False:
@@ -112,15 +136,32 @@ def _auto_class(config: dict[str, Any], remote: bool) -> Any:
     return transformers.AutoModelForCausalLM
 
 
-def find_mask_id(tokenizer: Any, config: Any, mask_token: str | None = None) -> int | None:
-    """The mask id: ``mask_token`` if given, else the tokenizer/config attribute, else by string."""
+def _load_model(name: str, config: dict[str, Any], remote: bool, dtype: torch.dtype) -> nn.Module:
+    """The model of ``name``; what remote code prints while loading goes to the debug log."""
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):  # MMaDA's __init__ prints its config
+        if remote:
+            ref, auto = _remote_class(config)
+            model = load_remote_model(name, ref, auto, dtype=dtype)
+        else:
+            model = _native_class(config).from_pretrained(name, **dtype_kwargs(dtype))
+    if printed.getvalue():
+        log.debug("output of %s while loading: %s", name, printed.getvalue().strip())
+    return model
+
+
+def find_mask_id(
+    tokenizer: Any, config: Any, mask_token: str | None = None, preferred: tuple[str, ...] = ()
+) -> int | None:
+    """The mask id: ``mask_token`` if given, else the tokenizer/config attribute, else by string
+    (``preferred`` strings first: the family's)."""
     candidates: tuple[str, ...] = (mask_token,) if mask_token else ()
     if not mask_token:
         for src in (tokenizer, config):
             value = getattr(src, "mask_token_id", None)
             if isinstance(value, int) and not isinstance(value, bool):
                 return value
-        candidates = MASK_TOKEN_STRINGS
+        candidates = (*preferred, *MASK_TOKEN_STRINGS)
     vocab = tokenizer.get_vocab() if tokenizer is not None else {}
     for text in candidates:
         if text in vocab:
@@ -129,10 +170,15 @@ def find_mask_id(tokenizer: Any, config: Any, mask_token: str | None = None) -> 
 
 
 def token_spec_from(
-    tokenizer: Any, config: Any, *, vocab_size: int, mask_token: str | None = None
+    tokenizer: Any,
+    config: Any,
+    *,
+    vocab_size: int,
+    mask_token: str | None = None,
+    preferred: tuple[str, ...] = (),
 ) -> TokenSpec:
     """Build the spec; raises ``ValueError`` naming what was tried when no mask token exists."""
-    mask_id = find_mask_id(tokenizer, config, mask_token)
+    mask_id = find_mask_id(tokenizer, config, mask_token, preferred)
     if mask_id is None:
         tried = [mask_token] if mask_token else ["mask_token_id", *MASK_TOKEN_STRINGS]
         raise ValueError(
@@ -144,23 +190,12 @@ def token_spec_from(
 
 
 def probe_head_split(model: nn.Module) -> None:
-    """Turn off the trunk/head split of :mod:`maskgrpo.logprobs` when the base model lacks it."""
-    from ..logprobs import split_head
+    """Attach the family binding to a model built in code (the loader does it for you).
 
-    split = split_head(model)
-    if split is None:
-        return
-    trunk, _ = split
-    try:
-        with torch.no_grad():
-            trunk(torch.zeros((1, 1), dtype=torch.long, device=_device_of(model)))
-    except (AttributeError, TypeError) as err:
-        log.info("head split unavailable (%s); log-probs use the full logits", err)
-        model.maskgrpo_head_split = False  # type: ignore[assignment]
-
-
-def _device_of(model: nn.Module) -> torch.device:
-    return next(model.parameters()).device
+    Kept for code written against earlier releases: it probes whether the trunk/head split
+    reproduces the forward and turns it off otherwise.
+    """
+    bind_family(model)
 
 
 def load_hf_policy(
@@ -170,21 +205,46 @@ def load_hf_policy(
     dtype: torch.dtype = torch.float32,
     device: torch.device | None = None,
     mask_token: str | None = None,
+    family: str = "auto",
+    merge_lora: bool = True,
 ) -> HFPolicy:
-    """Load model, tokenizer and token spec of ``name`` (hub id or local folder)."""
+    """Load model, tokenizer and token spec of ``name`` (hub id, local folder, LoRA folder).
+
+    A LoRA output folder loads as its base with the adapter merged in, or with
+    ``merge_lora=False`` as a peft model whose adapter is trainable.
+    """
     from transformers import AutoTokenizer
 
+    from .lora_folder import load_lora_folder, read_adapter_config
+
+    if read_adapter_config(name) is not None:
+        return load_lora_folder(
+            name,
+            load_base=lambda base: load_hf_policy(
+                base,
+                trust_remote_code=trust_remote_code,
+                dtype=dtype,
+                device=device,
+                mask_token=mask_token,
+                family=family,
+            ),
+            merge=merge_lora,
+        )
     config_dict = read_config_dict(name)
     remote = _check_remote_code(name, config_dict, trust_remote_code)
-    auto = _auto_class(config_dict, remote)
+    fam = detect_family(config_dict, family)
     try:
         tokenizer = AutoTokenizer.from_pretrained(name, trust_remote_code=trust_remote_code)
-        model = auto.from_pretrained(name, trust_remote_code=trust_remote_code, dtype=dtype)
+        loaded: Any = _load_model(name, config_dict, remote, dtype)
     except OSError as err:
         raise _offline_error(name, err) from None
-    model = model.to(device or torch.device("cpu")).eval()
+    if Path(name).is_dir():  # adapters trained on it record where the base lives
+        loaded.name_or_path = str(Path(name).resolve())
+    model: Any = loaded.to(device or torch.device("cpu")).eval()
     vocab = model.get_input_embeddings().weight.shape[0]
-    spec = token_spec_from(tokenizer, model.config, vocab_size=vocab, mask_token=mask_token)
-    probe_head_split(model)
+    spec = token_spec_from(
+        tokenizer, model.config, vocab_size=vocab, mask_token=mask_token, preferred=fam.mask_tokens
+    )
+    bind_family(model, family=fam, pad_id=spec.pad_id, tokenizer=tokenizer)
     log.info("loaded %s (%s, mask id %d)", name, type(model).__name__, spec.mask_id)
-    return HFPolicy(model, tokenizer, spec)
+    return HFPolicy(model, tokenizer, spec, fam)

@@ -7,8 +7,9 @@ tokenised without extra special tokens and left-padded with the pad id to a fixe
 rollouts on any number of processes). Completions are cut at the first end-of-sequence token
 and decoded with special tokens skipped.
 
-Simplified: no attention mask is passed; pad tokens are visible to the model, as in LLaDA's own
-sampling code, which pads with its end-of-sequence token.
+The padding never reaches the model: the sampler and the log-prob code treat each row's
+leading pad tokens as padding and express it in the form the model's family expects
+(:mod:`maskgrpo.models.calls`), so a row computes what it computes alone, unpadded.
 """
 
 from __future__ import annotations

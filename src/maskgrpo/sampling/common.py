@@ -20,6 +20,8 @@ __all__ = [
     "emerge_reveal",
     "gumbel_noise",
     "gumbel_sample",
+    "linear_transfer",
+    "reveal_masked",
     "uniform",
 ]
 
@@ -97,3 +99,41 @@ def emerge_reveal(
     p = min(max((k_t - k_s) / k_t, 0.0), 1.0)
     u = uniform(still_masked.shape, generator, device=still_masked.device)
     return still_masked & (u < p)
+
+
+def linear_transfer(steps: int, eps: float = 1e-3) -> list[Tensor | float]:
+    """Dream's default ("origin") schedule: the chance a masked position unmasks at each step.
+
+    ``t`` runs linearly from 1 to ``eps`` over ``steps`` (float32, as Dream's
+    ``diffusion_generate`` computes it); step ``i`` unmasks with probability ``1 - t_{i+1} / t_i``
+    and the last step unmasks everything. Returned as 0-d float32 tensors (1.0 last), so a
+    comparison ``u < p`` rounds exactly as Dream's does.
+    """
+    t = torch.linspace(1, eps, steps + 1)
+    return [1 - t[i + 1] / t[i] if i < steps - 1 else 1.0 for i in range(steps)]
+
+
+def reveal_masked(still_masked: Tensor, p: Tensor | float, generator: Generators) -> Tensor:
+    """Each position of ``still_masked`` ``(B, N)`` unmasks independently with probability ``p``.
+
+    Uniforms are drawn only for masked positions, in row-major order: with one generator,
+    ``rand(#masked)`` over the whole batch (the draw of Dream's ``diffusion_generate``); with a
+    generator per row, ``rand(#masked in row b)`` from ``generator[b]``.
+    """
+    device = still_masked.device
+    if generator is None or isinstance(generator, torch.Generator):
+        u = torch.rand(int(still_masked.sum()), generator=generator, device=device)
+    else:
+        if len(generator) != still_masked.shape[0]:
+            raise ValueError(
+                f"got {len(generator)} per-row generators for a batch of "
+                f"{still_masked.shape[0]} rows; pass one generator per row (or a single one)"
+            )
+        parts = [
+            torch.rand(int(row.sum()), generator=g, device=device)
+            for row, g in zip(still_masked, generator, strict=True)
+        ]
+        u = torch.cat(parts) if parts else torch.empty(0, device=device)
+    commit = torch.zeros_like(still_masked)
+    commit[still_masked] = u < p
+    return commit

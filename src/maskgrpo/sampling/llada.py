@@ -11,12 +11,21 @@ is greedy). Which drawn tokens are committed depends on ``remasking``:
 - ``"emerge"`` (MaskGRPO, arXiv 2510.02880, Sec. 4): every masked position of the block unmasks
   independently with probability ``(k_t - k_s) / k_t`` under a cosine schedule over the block's
   steps, all remaining masks drawn at its last step. No fixed count: more diverse rollouts.
+- ``"origin"`` (Dream's default, ``diffusion_generate(alg="origin")``): the same independent
+  rule under Dream's linear schedule ``t: 1 -> 1e-3`` (unmask with probability ``1 - s/t``), the
+  uniforms drawn at masked positions only, as Dream draws them. With ``block_length =
+  gen_length`` and temperature 0 it reproduces Dream's decoding token for token.
 
 Batched over rows (no per-row Python loop), under ``torch.inference_mode()``, and all randomness
 from the ``generator`` argument: same seed, same tokens. ``generator`` may be a list with one
 generator per row, so a row's tokens do not depend on the batch it was sampled in (the same
-rollouts on any number of processes). The mask token can never be emitted.
-Prompts must be left-padded to a common width.
+rollouts on any number of processes). The mask token, and ids beyond the tokenizer's vocabulary
+(padding rows of the embedding, MMaDA's image codes), can never be emitted.
+
+The model is called through :func:`maskgrpo.models.calls.model_call`: its family's logit
+alignment and padding form apply. Prompts must be left-padded to a common width; the padding
+(each row's leading pad tokens, or ``attention_mask``) is hidden from the model exactly, so at
+temperature 0 a row's tokens do not depend on the rows it is batched with.
 """
 
 from __future__ import annotations
@@ -26,11 +35,20 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from .common import Generators, cosine_schedule, emerge_reveal, gumbel_sample, uniform
+from ..models.calls import model_call
+from .common import (
+    Generators,
+    cosine_schedule,
+    emerge_reveal,
+    gumbel_sample,
+    linear_transfer,
+    reveal_masked,
+    uniform,
+)
 
 __all__ = ["REMASKING", "TextSample", "generate", "transfer_schedule"]
 
-REMASKING = ("low_confidence", "random", "emerge")
+REMASKING = ("low_confidence", "random", "emerge", "origin")
 
 
 @dataclass(frozen=True)
@@ -98,28 +116,32 @@ def generate(
 ) -> TextSample:
     """Sample completions for left-padded ``prompt_ids`` ``(B, P)``.
 
-    ``attention_mask`` ``(B, P)`` marks real prompt tokens; it is extended over the completion
-    and passed to the model when given. The model must already be in eval mode.
+    ``attention_mask`` ``(B, P)`` marks real prompt tokens (left padding); by default the
+    padding of a Hugging Face model is each row's leading run of pad tokens. The model must
+    already be in eval mode.
     """
     blocks = _check(gen_length, steps, block_length, remasking)
     per_block = steps // blocks
     batch, width = prompt_ids.shape
     device = prompt_ids.device
+    call = model_call(model)
+    keep = attention_mask.bool() if attention_mask is not None else call.padding(prompt_ids)
     completion = torch.full((batch, gen_length), mask_id, dtype=prompt_ids.dtype, device=device)
     x = torch.cat([prompt_ids, completion], dim=1)  # (B, P + L)
-    kwargs = {}
-    if attention_mask is not None:
-        ones = torch.ones((batch, gen_length), dtype=attention_mask.dtype, device=device)
-        kwargs["attention_mask"] = torch.cat([attention_mask, ones], dim=1)
+    if keep is not None:
+        keep = torch.cat([keep, torch.ones_like(completion, dtype=torch.bool)], dim=1)
     counts = transfer_schedule(block_length, per_block)
+    origin = linear_transfer(per_block)
     for blk in range(blocks):
         lo, hi = width + blk * block_length, width + (blk + 1) * block_length
         in_block = torch.zeros_like(x, dtype=torch.bool)
         in_block[:, lo:hi] = True
         for s in range(per_block):
             masked = (x == mask_id) & in_block  # (B, P + L)
-            logits = model(x, **kwargs).logits
+            logits = call.logits(x, keep)  # (B, P + L, V), position i predicts token i
             logits[..., mask_id] = float("-inf")  # the mask token is never a sample
+            if call.vocab_limit is not None:  # nor an id the tokenizer cannot decode
+                logits[..., call.vocab_limit :] = float("-inf")
             drawn, conf = gumbel_sample(logits, temperature, generator)  # (B, P + L) each
             if remasking == "emerge":
                 k_t = cosine_schedule(s / per_block)
@@ -127,6 +149,8 @@ def generate(
                 commit = emerge_reveal(
                     masked, k_t, k_s, last=s == per_block - 1, generator=generator
                 )
+            elif remasking == "origin":
+                commit = reveal_masked(masked, origin[s], generator)
             else:
                 if remasking == "random":
                     conf = uniform(conf.shape, generator, device=device)

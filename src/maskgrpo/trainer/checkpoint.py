@@ -45,6 +45,8 @@ from ..config import TrainConfig
 from ..masking import MaskedView
 from ..modality import Modality
 from ..rewards.combine import RewardResult
+from . import dist_state
+from . import distributed as dist
 from .file_checks import folder_problems
 from .grpo import Rollout, StepStats, TrainParts, TrainState
 
@@ -56,6 +58,7 @@ __all__ = [
     "reconcile_config",
     "resolve_checkpoint",
     "save_checkpoint",
+    "save_checkpoint_all_ranks",
 ]
 
 log = logging.getLogger(__name__)
@@ -264,6 +267,39 @@ def save_checkpoint(
     return final
 
 
+def save_checkpoint_all_ranks(
+    root: Path,
+    state: TrainState,
+    *,
+    model: nn.Module,
+    write_model: Callable[[Path], None],
+    parts: TrainParts,
+    config: dict[str, Any],
+    rows_per_step: int,
+    keep: int = 0,
+) -> Path:
+    """:func:`save_checkpoint` of a run on one or several processes; every process calls it.
+
+    The rollout rows of all processes and, under FSDP or DeepSpeed, the whole model and optimizer
+    state are gathered; the main process writes the one-process format; all return its path.
+    """
+    rollout = dist_state.global_rollout(state.rollout)
+    path = None
+    with dist_state.full_state(model, parts.optimizer):
+        if dist.is_main():
+            whole = replace(state, rollout=rollout)
+            path = save_checkpoint(
+                root,
+                whole,
+                write_model=write_model,
+                parts=parts,
+                config=config,
+                rows_per_step=rows_per_step,
+                keep=keep,
+            )
+    return Path(dist.broadcast(str(path)))
+
+
 def _write_latest(root: Path, name: str) -> None:
     tmp = root / f".latest-{os.getpid()}"
     with tmp.open("w") as fh:
@@ -406,6 +442,7 @@ def load_checkpoint(
     rollout = None
     if record["has_rollout"]:
         rollout = rollout_from_record(_load_split(folder, "rollout", device), modality)
+        rollout = dist_state.local_rollout(rollout)  # this process's rows of every process's
     return TrainState(
         step=record["step"],
         inner=record["inner"],

@@ -37,7 +37,6 @@ from torch import Tensor, nn
 
 from ..config import TrainConfig
 from ..grpo import group_advantages, grpo_loss
-from ..logprobs import view_logprobs
 from ..lora import is_lora, reference_policy
 from ..masking import MaskedView, completion_span, mask_ratios, remask, upto_first_eos
 from ..modality import Modality, SamplerSettings
@@ -164,7 +163,7 @@ def make_rollout(
     prompts = [r["prompt"] for r in group]
     prompt_ids = modality.encode_prompts(prompts, device)
     gen = dist.rollout_generator(cfg.seed, step, cfg.group_size, mine, modality, device)
-    seqs = modality.rollout(model, prompt_ids, settings, gen)
+    seqs = modality.rollout(dist.for_sampling(model), prompt_ids, settings, gen)
     width = modality.prompt_width
     completions = modality.decode(seqs[:, width:])
     columns = {k: [r[k] for r in group] for k in group[0] if k != "prompt"}
@@ -174,12 +173,13 @@ def make_rollout(
         base_mask, _ = completion_span(seqs, width)
     else:
         base_mask = upto_first_eos(seqs, width, modality.spec.eos_id)
-    scorable = scorable_rows(result.total, cfg.group_size)[mine].to(device)  # (N,)
+    scorable_all = scorable_rows(result.total, cfg.group_size)  # (N,) of every process
+    scorable = scorable_all[mine].to(device)
     base_mask = base_mask & scorable[:, None]  # unscorable groups contribute no gradient (no KL)
     views: list[MaskedView] = []
     old: list[Tensor] = []
     ref: list[Tensor | None] = []
-    if not bool(scorable.any()):  # nothing to learn from: the loop skips this step's updates
+    if not bool(scorable_all.any()):  # nothing to learn from: the loop skips this step's updates
         return Rollout(
             prompts,
             completions,
@@ -207,9 +207,11 @@ def make_rollout(
         )
         view = dist.local_view(view, mine)
         views.append(view)
-        old.append(view_logprobs(model, view, seqs, micro_batch_size=micro, vocab_range=vocab)[0])
+        old.append(
+            dist.view_logprobs(model, view, seqs, micro_batch_size=micro, vocab_range=vocab)[0]
+        )
         ref.append(
-            view_logprobs(ref_model, view, seqs, micro_batch_size=micro, vocab_range=vocab)[0]
+            dist.view_logprobs(ref_model, view, seqs, micro_batch_size=micro, vocab_range=vocab)[0]
             if ref_model
             else None
         )
@@ -248,9 +250,10 @@ def inner_update(
     optimizer.zero_grad(set_to_none=True)
     total_loss, kl, clip = 0.0, 0.0, 0.0
     for s in range(0, n, micro):
-        rows = slice(s, s + micro)
+        rows, last = slice(s, s + micro), s + micro >= n
+        dist.sync_gradients(model, last)  # gradients synchronised once, at the last micro-batch
         part = MaskedView(view.noisy_ids[:, rows], view.scored[:, rows])
-        logp, _ = view_logprobs(model, part, rollout.sequences[rows], vocab_range=vocab)
+        logp, _ = dist.view_logprobs(model, part, rollout.sequences[rows], vocab_range=vocab)
         ref = rollout.ref_logp[j]
         loss, st = grpo_loss(
             logp,
@@ -266,7 +269,7 @@ def inner_update(
         )
         if cfg.normalization == "sequence":
             loss = loss * (logp.shape[0] / n_all)  # mean of per-sequence means over the batch
-        dist.backward(loss)
+        dist.backward(model, loss, last=last)
         total_loss += float(loss.detach())
         kl += st.kl * st.tokens / tokens
         clip += st.clip_fraction * st.tokens / tokens
@@ -274,6 +277,11 @@ def inner_update(
     clip_norm = cfg.max_grad_norm if cfg.max_grad_norm > 0 else float("inf")
     grad_norm = dist.clip_grad_norm(model, clip_norm)
     if not (math.isfinite(total_loss) and math.isfinite(grad_norm)):
+        if dist.steps_in_backward():  # DeepSpeed has applied the update inside backward
+            raise TrainingAborted(
+                f"inner update {j}: loss={total_loss} grad_norm={grad_norm} is not finite and "
+                "DeepSpeed steps inside backward, so the update could not be skipped"
+            )
         optimizer.zero_grad(set_to_none=True)  # no step: parameters and optimizer state unchanged
         log.warning(
             "inner update %d: loss=%s grad_norm=%s is not finite; skipped", j, total_loss, grad_norm
@@ -343,7 +351,7 @@ def _step_metrics(
         "reward_std": float(torch.tensor(total).std()) if len(total) > 1 else 0.0,
         "unscorable": len(rollout.rewards.total) - len(total),
         "unscorable_groups": int(grouped.isnan().all(dim=1).sum()),
-        "empty_completions": sum(_is_empty(c) for c in rollout.completions),
+        "empty_completions": int(dist.all_sum(sum(_is_empty(c) for c in rollout.completions))[0]),
         "skipped_step": int(not rollout.views),
         "loss": sum(s.loss for s in done) / len(done),
         "kl": sum(s.kl for s in done) / len(done),
@@ -400,9 +408,9 @@ def train_grpo(
     """
     model.eval()  # dropout off for rollouts, old/ref and current passes alike
     parts = parts or build_parts(cfg, model)
-    model, parts.optimizer = dist.prepare(model, parts.optimizer)  # DDP/FSDP/DeepSpeed wrap
+    model = dist.prepare(model, parts, cfg.max_grad_norm)  # DDP/FSDP/DeepSpeed wrap
     state = state if state is not None else TrainState()
-    stop = should_stop or (lambda _: False)
+    stop = dist.agreed_stop(should_stop)  # every process stops at the same point
     history: list[dict[str, Any]] = []
     started = time.time()
     while state.step < cfg.steps:
@@ -429,7 +437,7 @@ def train_grpo(
             on_step(metrics, rollout)
         if stop(state):
             return history
-        if cfg.max_seconds and time.time() - started > cfg.max_seconds:
+        if cfg.max_seconds and dist.agree(time.time() - started > cfg.max_seconds):
             log.info(
                 "stopping after %.0f s (max_seconds=%s) at step %d",
                 time.time() - started,

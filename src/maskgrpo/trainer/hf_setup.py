@@ -2,9 +2,16 @@
 
 :func:`load_for_task` turns ``--model <hub id or folder>`` into the policy, modality and answer
 length the loop needs: the model and token spec from :func:`maskgrpo.models.hf.load_hf_policy`,
-chat-templated prompts of one fixed width (the longest prompt of the task, so every row fits
-and rollouts do not depend on batch composition), and -- for ``maskgrpo train`` -- LoRA
-(MaskGRPO, arXiv 2510.02880: r=128, alpha=64) and gradient checkpointing.
+chat-templated prompts of one fixed width (the longest prompt of the task, so every row fits;
+padding is hidden from the model exactly, so rollouts do not depend on batch composition), and
+-- for ``maskgrpo train`` -- LoRA (MaskGRPO, arXiv 2510.02880: r=128, alpha=64; the target
+layers default to the model family's preset) and gradient checkpointing.
+
+``--model`` may be a LoRA output folder. Generation, evaluation and full fine-tuning use its
+base with the adapter merged in; LoRA training (``lora_r > 0``) continues that adapter (its own
+rank, alpha and layers), the reference policy staying the base model, so ``train --resume
+<LoRA folder>`` (:func:`lora_resume`) picks a LoRA run up from its exported adapter. (To train a
+new adapter on top of a LoRA result, ``maskgrpo merge`` it first.)
 
 A synthetic task works with any tokenizer that encodes its characters and decodes them back
 unchanged; the check runs before training. Checkpoints hold the trainable tensors only with
@@ -15,6 +22,7 @@ Left out: SFT of Hugging Face models, and benchmark datasets as training tasks.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from pathlib import Path
 from typing import Any
@@ -27,11 +35,19 @@ from ..config import ModelConfig, TrainConfig
 from ..lora import apply_lora, enable_gradient_checkpointing, is_lora
 from ..models.hf import load_hf_policy
 from ..models.hf_modality import HFTextModality
-from ..policy import Policy
+from ..models.lora_folder import base_of, read_adapter_config
+from ..policy import Policy, is_tiny_model
 from ..rng import derive_generator
 from ..tasks import SyntheticTask
 
-__all__ = ["TORCH_DTYPES", "check_encodable", "load_for_task", "prepare_model", "save_state"]
+__all__ = [
+    "TORCH_DTYPES",
+    "check_encodable",
+    "load_for_task",
+    "lora_resume",
+    "prepare_model",
+    "save_state",
+]
 
 log = logging.getLogger(__name__)
 
@@ -66,9 +82,51 @@ def _context_limit(model: nn.Module) -> int | None:
     return None
 
 
+def lora_resume(cfg: TrainConfig) -> TrainConfig:
+    """``--resume <LoRA output folder>``: a new run continuing that adapter (``--model`` it).
+
+    The folder holds no optimizer state or position, so the run starts at step 0 with a fresh
+    optimizer; the adapter, its rank and alpha, and the base model come from the folder.
+    """
+    adapter = read_adapter_config(cfg.resume) if cfg.resume else None
+    if adapter is None:
+        return cfg
+    base = base_of(cfg.resume, adapter)
+    named = {cfg.resume, base, str(Path(base).resolve()), str(Path(cfg.resume).resolve())}
+    if not is_tiny_model(cfg.model) and cfg.model not in named:
+        log.warning(
+            "model=%s is not the base of LoRA folder %s (%s); its base is used",
+            cfg.model,
+            cfg.resume,
+            base,
+        )
+    log.info("continuing the LoRA adapter of %s as a new run (step 0, fresh optimizer)", cfg.resume)
+    resumed = dataclasses.replace(
+        cfg,
+        model=cfg.resume,
+        resume="",
+        lora_r=int(adapter.get("r") or cfg.lora_r or 8),
+        lora_alpha=int(adapter.get("lora_alpha") or cfg.lora_alpha),
+    )
+    resumed.validate()
+    return resumed
+
+
 def prepare_model(cfg: TrainConfig, model: nn.Module) -> nn.Module:
-    """LoRA when ``lora_r > 0`` (adapter A from the run's seed), then gradient checkpointing."""
-    if cfg.lora_r > 0:
+    """LoRA when ``lora_r > 0`` (adapter A from the run's seed; an adapter loaded from a LoRA
+    folder is trained as it is), then gradient checkpointing."""
+    if is_lora(model):
+        config = getattr(model, "peft_config", {}).get("default")
+        r, alpha = getattr(config, "r", None), getattr(config, "lora_alpha", None)
+        if (r, alpha) != (cfg.lora_r, cfg.lora_alpha):
+            log.warning(
+                "continuing a LoRA adapter with r=%s alpha=%s (lora_r=%d lora_alpha=%d ignored)",
+                r,
+                alpha,
+                cfg.lora_r,
+                cfg.lora_alpha,
+            )
+    elif cfg.lora_r > 0:
         model = apply_lora(
             model,
             r=cfg.lora_r,
@@ -96,12 +154,15 @@ def load_for_task(
 
     ``gen_length`` 0 means the longest answer in tokens plus one (end of sequence).
     """
+    training_lora = isinstance(cfg, TrainConfig) and cfg.lora_r > 0
     hf = load_hf_policy(
         cfg.model,
         trust_remote_code=cfg.trust_remote_code,
         dtype=TORCH_DTYPES[cfg.dtype],
         device=device,
         mask_token=cfg.mask_token or None,
+        family=cfg.family,
+        merge_lora=not training_lora,  # a LoRA run continues a loaded adapter
     )
     tokenizer = hf.tokenizer
     check_encodable(tokenizer, task, cfg.model)
@@ -121,10 +182,7 @@ def load_for_task(
             f"prompts ({width} tokens with the chat template) + gen_length ({gen_length}) "
             f"exceed the model's {limit} positions; lower gen_length"
         )
-    model = hf.model
-    config: Any = getattr(model, "config", None)
-    if getattr(config, "use_cache", None):  # no KV cache: every pass sees the whole sequence,
-        config.use_cache = False  # and checkpointed blocks must not append to one
+    model = hf.model  # its family turned the KV cache off (checkpointed blocks must not use one)
     if isinstance(cfg, TrainConfig):
         model = prepare_model(cfg, model)
     log.info("task %s: prompt width %d, answers up to %d tokens", task.name, width, answer_tokens)

@@ -37,9 +37,10 @@ from .checkpoint import (
     read_trainer_state,
     reconcile_config,
     resolve_checkpoint,
-    save_checkpoint,
+    save_checkpoint_all_ranks,
     set_learning_rate,
 )
+from .dist_state import full_state
 from .evaluate import TaskEval, evaluate_task
 from .grpo import (
     Rollout,
@@ -50,7 +51,7 @@ from .grpo import (
     sampler_settings,
     train_grpo,
 )
-from .hf_setup import load_for_task, save_state
+from .hf_setup import load_for_task, lora_resume, save_state
 from .inputs import fit_prompts
 from .interrupt import StopRequest, TrainingInterrupted, handle_signals
 from .outputs import RunLogger, plot_curves, prepare_output_dir, read_metrics
@@ -206,6 +207,7 @@ def run_train(cfg: TrainConfig, *, policy: Policy | None = None) -> dict[str, An
     With ``cfg.resume`` the run continues from a checkpoint exactly where it stopped. SIGINT and
     SIGTERM stop it after the current inner update with a checkpoint (:class:`TrainingInterrupted`).
     """
+    cfg = lora_resume(cfg)  # --resume <LoRA output folder>: a new run continuing its adapter
     device = _process_device(cfg.device)  # also joins an accelerate launch's process group
     main = dist.is_main()  # only the main process writes files
     if main:
@@ -231,7 +233,7 @@ def run_train(cfg: TrainConfig, *, policy: Policy | None = None) -> dict[str, An
     logger = RunLogger(out, enabled=main)
     if resume_from is not None:
         state = _resume(cfg, resume_from, s, parts, logger)
-    saver = _Saver(cfg, s.policy, parts, out, enabled=main)
+    saver = _Saver(cfg, s.policy, parts, out)
     if resume_from is not None:  # saving again at the same position would only duplicate it
         saver.last, saver.position = resume_from, state.position
     bar = tqdm(total=cfg.steps, initial=state.step, desc="maskgrpo", disable=None if main else True)
@@ -261,8 +263,10 @@ def run_train(cfg: TrainConfig, *, policy: Policy | None = None) -> dict[str, An
     if stop.signum:
         raise TrainingInterrupted(checkpoint, out, stop.signum, state.position)
     final, plot = out / "checkpoints" / "final", out / "reward_curve.png"
+    with full_state(s.policy.model):  # every process gathers a sharded model; the main one writes
+        if main:
+            final = export_model(s.policy, out, "final")
     if main:
-        final = export_model(s.policy, out, "final")
         plot = plot_curves(
             read_metrics(logger.metrics_path),
             plot,
@@ -277,6 +281,7 @@ def run_train(cfg: TrainConfig, *, policy: Policy | None = None) -> dict[str, An
         "metrics": str(logger.metrics_path),
         "plot": str(plot),
         "final_reward": history[-1]["reward_mean"] if history else None,
+        **dist.describe(),  # world_size, distributed_type, sharding
     }
 
 
@@ -327,21 +332,19 @@ class _Saver:
     """Saves checkpoints of this run, once per position."""
 
     def __init__(
-        self, cfg: TrainConfig, policy: Policy, parts: TrainParts, out: Path, *, enabled: bool
+        self, cfg: TrainConfig, policy: Policy, parts: TrainParts, out: Path
     ) -> None:
         self.cfg, self.policy, self.parts, self.root = cfg, policy, parts, out / "checkpoints"
-        self.enabled = enabled  # False on the non-main processes of a distributed run
         self.last: Path | None = None
         self.position: tuple[int, int] | None = None
 
     def save(self, state: TrainState) -> Path:
         if self.last is not None and self.position == state.position:
             return self.last
-        if not self.enabled:
-            return self.root
-        self.last = save_checkpoint(
+        self.last = save_checkpoint_all_ranks(  # every process: gathers rows and shards
             self.root,
             state,
+            model=self.policy.model,
             write_model=self._write_model,
             parts=self.parts,
             config=dataclasses.asdict(self.cfg),
@@ -371,7 +374,7 @@ def _step_callback(
         step = metrics["step"]
         if cfg.eval_every and step % cfg.eval_every == 0:
             ev = evaluate_task(
-                s.policy.model,
+                dist.for_sampling(s.policy.model),  # through the wrapper: every process evaluates
                 s.modality,
                 s.task,
                 greedy,
@@ -379,7 +382,7 @@ def _step_callback(
                 seed=cfg.seed,
             )
             metrics["heldout_accuracy"] = ev.accuracy
-        metrics["world_size"] = dist.rank_world()[1]
+        metrics.update(dist.describe())  # world_size, distributed_type, sharding
         if step % cfg.log_every == 0:
             logger.log(metrics)
         if cfg.sample_every and step % cfg.sample_every == 0:
