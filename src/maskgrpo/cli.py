@@ -130,11 +130,12 @@ def _check_inputs(command: str, cfg: Any) -> None:
     from .trainer.file_checks import check_model_folder
     from .trainer.outputs import check_not_a_training_run, check_output_dir
 
-    if command != "generate":
-        check_output_dir(cfg.out_dir)
+    out_dir = getattr(cfg, "out_dir", None)
+    if command != "generate" and isinstance(out_dir, str):
+        check_output_dir(out_dir)
     dataset = getattr(cfg, "dataset", None)
-    if command == "eval" and dataset:  # a benchmark writes samples.jsonl there
-        check_not_a_training_run(cfg.out_dir)
+    if command == "eval" and dataset and isinstance(out_dir, str):  # writes samples.jsonl there
+        check_not_a_training_run(out_dir)
     model = getattr(cfg, "model", None)
     if isinstance(model, str) and model != "tiny":
         check_model_folder(model)

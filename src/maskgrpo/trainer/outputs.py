@@ -87,7 +87,8 @@ def prepare_output_dir(path: str | Path, *, resume: bool, overwrite: bool) -> li
     if not overwrite:
         raise ValueError(
             f"output folder {path} already holds a run ({', '.join(found)}); pass --resume to "
-            "continue it, --overwrite to delete it and start over, or another --out-dir"
+            "continue it from its own checkpoints, --overwrite to delete it and start over, or "
+            "another --out-dir"
         )
     for name in found:
         target = folder / name
