@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from maskgrpo import sandbox as sandbox_module
 from maskgrpo.rewards.code import CodeExecutionReward
 from maskgrpo.sandbox import Sandbox, SandboxProgram, SandboxUnavailableError, sandbox_available
 
@@ -370,6 +371,18 @@ def test_tmp_is_private_and_size_capped() -> None:
     assert "refused 28" in out  # ENOSPC
     assert int(out.rsplit("written ", 1)[1]) <= 4
     assert not any(Path(tempfile.gettempdir()).glob("maskgrpo-sandbox-*/f0"))
+
+
+@needs_bwrap
+def test_tmp_without_tmpfs_size_is_a_private_host_folder(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An older bwrap (no --size) gets a private host folder as /tmp, removed afterwards."""
+    options = sandbox_module.bwrap_options() - {"--size"}
+    monkeypatch.setattr(sandbox_module, "bwrap_options", lambda: options)
+    before = set(Path(tempfile.gettempdir()).glob("maskgrpo-sandbox-*"))
+    box = Sandbox(timeout_s=5.0)
+    result = box.run("open('/tmp/x', 'w').write('y')\nprint(open('x').read())\n")
+    assert result.ok and result.stdout == "y\n", result
+    assert set(Path(tempfile.gettempdir()).glob("maskgrpo-sandbox-*")) == before
 
 
 @needs_bwrap

@@ -9,7 +9,8 @@ two util-linux tools, ``prlimit`` and ``setpriv``. Every program gets:
   cannot survive;
 * a filesystem made of read-only binds of ``/usr`` (and the ``/lib``, ``/bin`` links) and the
   Python installation, a minimal ``/dev``, the program itself read-only at
-  ``/sandbox/main.py``, and a private size-capped ``tmpfs`` at ``/tmp`` (the working directory).
+  ``/sandbox/main.py``, and a private size-capped ``tmpfs`` at ``/tmp`` (the working directory;
+  with a bwrap older than 0.7, which cannot cap a tmpfs, a private host temporary folder).
   No ``/proc`` is mounted, so the mount table (which names host folders) cannot be read; no host
   folder is writable or even named besides ``/usr`` and the Python installation;
 * no capabilities (effective, permitted, inheritable, ambient and bounding sets empty),
@@ -370,7 +371,14 @@ class Sandbox:
         code_fd = _data_file(code, files)
         rules = _filter_bytes()
         filter_fd = _data_file(rules, files) if rules is not None else None
-        cmd = self._bwrap_command(code_fd, filter_fd, uid, f"/sandbox/{name}") + args
+        tmp_dir = None
+        if "--size" not in bwrap_options():  # bwrap < 0.7 cannot cap a tmpfs: a host folder
+            tmp_dir = tempfile.mkdtemp(prefix="maskgrpo-sandbox-")
+            workdirs.append(tmp_dir)
+            if uid is not None:
+                os.chown(tmp_dir, uid, uid)
+                os.chmod(tmp_dir, 0o711)  # bwrap enters it before dropping to `uid`
+        cmd = self._bwrap_command(code_fd, filter_fd, uid, f"/sandbox/{name}", tmp_dir) + args
         passed = (code_fd, *own) if filter_fd is None else (code_fd, filter_fd, *own)
         return Launch(cmd, stdin_fd, passed, cwd="/")
 
@@ -388,13 +396,20 @@ class Sandbox:
         ]
 
     def _bwrap_command(
-        self, code_fd: int, filter_fd: int | None, uid: int | None, path: str = PROGRAM_PATH
+        self,
+        code_fd: int,
+        filter_fd: int | None,
+        uid: int | None,
+        path: str = PROGRAM_PATH,
+        tmp_dir: str | None = None,
     ) -> list[str]:
         options = bwrap_options()
         cmd = ["bwrap", *_root_binds(), *_python_binds(self.python)]
-        if "--size" in options:
-            cmd += ["--size", str(self.tmp_mb * 1024 * 1024)]
-        cmd += ["--perms", "1777", "--tmpfs", "/tmp", "--chdir", "/tmp", "--dev", "/dev"]
+        if tmp_dir is None:
+            cmd += ["--size", str(self.tmp_mb * 1024 * 1024), "--perms", "1777", "--tmpfs", "/tmp"]
+        else:
+            cmd += ["--bind", tmp_dir, "/tmp"]
+        cmd += ["--chdir", "/tmp", "--dev", "/dev"]
         cmd += ["--dir", "/sandbox", "--perms", "0444", "--ro-bind-data", str(code_fd), path]
         cmd += ["--unshare-pid", "--unshare-net", "--unshare-ipc", "--unshare-uts"]
         cmd += ["--unshare-cgroup-try", "--hostname", "sandbox"]
