@@ -2,8 +2,8 @@
 
 The reference decodes the same LLaDA low-confidence algorithm one row at a time with Python
 loops: a full-vocabulary forward pass per row and step, float64 logits, Gumbel noise drawn per
-row from that row's generator (the same draws the batched sampler makes with one generator per
-row), and the commit chosen by a stable Python sort. At any temperature, with per-row
+row from that row's generator at the block's masked positions (the same draws the batched
+sampler makes with one generator per row), and the commit chosen by a stable Python sort. At any temperature, with per-row
 generators, it returns the batched sampler's tokens.
 
 The step split reconstructs one MaskGRPO step from the trainer's public functions (no trainer
@@ -59,18 +59,20 @@ def reference_generate(
             for s in range(per_block):
                 logits = model(torch.tensor([x])).logits[0].double()  # (P + L, V)
                 logits[:, mask_id] = float("-inf")
+                masked = [i for i in range(lo, hi) if x[i] == mask_id]
+                rows = logits[masked]  # (n, V): only the block's masked positions are drawn
                 if temperature == 0:
-                    drawn = logits.argmax(dim=-1)
+                    drawn = rows.argmax(dim=-1)
                 else:
                     gen = generators[b] if generators is not None else None
-                    u = torch.rand(logits.shape, dtype=torch.float64, generator=gen)
+                    u = torch.rand(rows.shape, dtype=torch.float64, generator=gen)
                     gumbel = -torch.log((-torch.log(u.clamp_min(1e-300))).clamp_min(1e-300))
-                    drawn = (logits / temperature + gumbel).argmax(dim=-1)
-                probs = torch.softmax(logits, dim=-1)
-                masked = [i for i in range(lo, hi) if x[i] == mask_id]
-                conf = {i: float(probs[i, drawn[i]].float()) for i in masked}
+                    drawn = (rows / temperature + gumbel).argmax(dim=-1)
+                probs = torch.softmax(rows, dim=-1)
+                conf = {i: float(probs[j, drawn[j]].float()) for j, i in enumerate(masked)}
+                token = {i: int(drawn[j]) for j, i in enumerate(masked)}
                 for i in sorted(masked, key=lambda i: -conf[i])[: counts[s]]:
-                    x[i] = int(drawn[i])
+                    x[i] = token[i]
         out.append(x)
     return torch.tensor(out, dtype=prompt_ids.dtype)
 

@@ -52,9 +52,10 @@ def reference_generate(
 ) -> Tensor:
     """Row-by-row, position-by-position LLaDA / emerge sampling.
 
-    It takes the batched forward pass and the batched noise tensors in the order the library
-    draws them (Gumbel noise for every position, then the remasking draw), and does the token
-    choice and the commit selection for each row and position separately.
+    It takes the batched forward pass and the random draws in the order the library documents
+    (one vector of float64 uniforms per masked position of the block, row-major, then the
+    commit draw over the block's positions), and does the token choice and the commit
+    selection for each row and position separately.
     """
     batch, width = prompt.shape
     x = torch.cat([prompt, torch.full((batch, gen_length), MASK)], dim=1)
@@ -67,20 +68,29 @@ def reference_generate(
         for s in range(per_block):
             logits = model(x).logits.double()
             logits[..., MASK] = -math.inf
-            noise = None
+            order = [
+                (b, n)
+                for b in range(batch)
+                for n in range(lo, lo + block_length)
+                if x[b, n] == MASK
+            ]
+            noise = {}
             if temperature > 0:
-                noise = torch.rand(logits.shape, dtype=torch.float64, generator=generator)
+                u = torch.rand(
+                    (len(order), logits.shape[-1]), dtype=torch.float64, generator=generator
+                )
+                noise = {key: u[i] for i, key in enumerate(order)}
             last = s == per_block - 1
             draw = None
             if remasking == "random" or (remasking == "emerge" and not last):
-                draw = torch.rand(x.shape, generator=generator)
+                draw = torch.rand((batch, block_length), generator=generator)
             new_x = x.clone()
             for b in range(batch):
                 tokens, conf = {}, {}
                 masked = [n for n in range(lo, lo + block_length) if int(x[b, n]) == MASK]
                 for n in masked:
                     row = logits[b, n]
-                    if noise is None:
+                    if not noise:
                         tok = int(row.argmax())
                     else:
                         gumbel = -torch.log(-torch.log(noise[b, n]))
@@ -90,13 +100,13 @@ def reference_generate(
                 if remasking == "low_confidence":
                     chosen = sorted(masked, key=lambda n: (-conf[n], n))[: counts[s]]
                 elif remasking == "random":
-                    chosen = sorted(masked, key=lambda n: (-float(draw[b, n]), n))[: counts[s]]
+                    chosen = sorted(masked, key=lambda n: (-float(draw[b, n - lo]), n))[: counts[s]]
                 elif last:
                     chosen = masked
                 else:
                     k_t = math.cos(math.pi / 2 * s / per_block)
                     k_s = math.cos(math.pi / 2 * (s + 1) / per_block)
-                    chosen = [n for n in masked if bool(draw[b, n] < (k_t - k_s) / k_t)]
+                    chosen = [n for n in masked if bool(draw[b, n - lo] < (k_t - k_s) / k_t)]
                 for n in chosen:
                     new_x[b, n] = tokens[n]
             x = new_x

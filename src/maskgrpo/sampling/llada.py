@@ -2,8 +2,10 @@
 
 The completion of ``gen_length`` masked tokens is decoded in blocks of ``block_length``, left to
 right, with ``steps / num_blocks`` steps per block. Each step runs one forward pass over the whole
-sequence and draws a token at every masked position by Gumbel-max (float64 noise; temperature 0
-is greedy). Which drawn tokens are committed depends on ``remasking``:
+sequence and draws a token at every masked position of the current block by Gumbel-max (float64
+noise; temperature 0 is greedy). Only those positions can be committed in the step, so the LM
+head, the noise and the softmax run there alone (:mod:`.draw`: block-local sampling, the same
+distribution as drawing everywhere). Which drawn tokens are committed depends on ``remasking``:
 
 - ``"low_confidence"`` (LLaDA): the ``k`` most confident masked positions of the current block,
   the block's masked count split evenly over its steps (earlier steps take the remainder);
@@ -15,6 +17,11 @@ is greedy). Which drawn tokens are committed depends on ``remasking``:
   rule under Dream's linear schedule ``t: 1 -> 1e-3`` (unmask with probability ``1 - s/t``), the
   uniforms drawn at masked positions only, as Dream draws them. With ``block_length =
   gen_length`` and temperature 0 it reproduces Dream's decoding token for token.
+
+Random stream, per step, in this order: the Gumbel noise at the block's masked positions
+(:mod:`.draw`; none at temperature 0), then the commit draw: ``"random"`` and ``"emerge"`` one
+float32 uniform per block position, ``(B, block_length)``; ``"origin"`` one per masked position
+of the block, row-major; ``"low_confidence"`` none.
 
 Batched over rows (no per-row Python loop), under ``torch.inference_mode()``, and all randomness
 from the ``generator`` argument: same seed, same tokens. ``generator`` may be a list with one
@@ -40,11 +47,11 @@ from .common import (
     Generators,
     cosine_schedule,
     emerge_reveal,
-    gumbel_sample,
     linear_transfer,
     reveal_masked,
     uniform,
 )
+from .draw import draw_masked
 
 __all__ = ["REMASKING", "TextSample", "generate", "transfer_schedule"]
 
@@ -67,7 +74,13 @@ def transfer_schedule(block_length: int, steps: int) -> list[int]:
     return [base + (1 if i < rem else 0) for i in range(steps)]
 
 
-def _check(gen_length: int, steps: int, block_length: int, remasking: str) -> int:
+def _check(
+    gen_length: int, steps: int, block_length: int, remasking: str, temperature: float
+) -> int:
+    if not 0 <= temperature < float("inf"):  # also rejects NaN
+        raise ValueError(
+            f"temperature must be >= 0 and finite, got {temperature}; use 0 for greedy decoding"
+        )
     if remasking not in REMASKING:
         raise ValueError(f"unknown remasking {remasking!r}; choose one of {REMASKING}")
     if gen_length < 1 or block_length < 1 or steps < 1:
@@ -120,7 +133,7 @@ def generate(
     padding of a Hugging Face model is each row's leading run of pad tokens. The model must
     already be in eval mode.
     """
-    blocks = _check(gen_length, steps, block_length, remasking)
+    blocks = _check(gen_length, steps, block_length, remasking, temperature)
     per_block = steps // blocks
     batch, width = prompt_ids.shape
     device = prompt_ids.device
@@ -134,15 +147,18 @@ def generate(
     origin = linear_transfer(per_block)
     for blk in range(blocks):
         lo, hi = width + blk * block_length, width + (blk + 1) * block_length
-        in_block = torch.zeros_like(x, dtype=torch.bool)
-        in_block[:, lo:hi] = True
         for s in range(per_block):
-            masked = (x == mask_id) & in_block  # (B, P + L)
-            logits = call.logits(x, keep)  # (B, P + L, V), position i predicts token i
-            logits[..., mask_id] = float("-inf")  # the mask token is never a sample
-            if call.vocab_limit is not None:  # nor an id the tokenizer cannot decode
-                logits[..., call.vocab_limit :] = float("-inf")
-            drawn, conf = gumbel_sample(logits, temperature, generator)  # (B, P + L) each
+            masked = x[:, lo:hi] == mask_id  # (B, block_length)
+            hidden = call.hidden_states(x, keep)[:, lo:hi]  # (B, block_length, D)
+            drawn, conf = draw_masked(
+                hidden,
+                masked,
+                call.head,
+                temperature=temperature,
+                generator=generator,
+                mask_id=mask_id,
+                vocab_limit=call.vocab_limit,
+            )  # (B, block_length) each
             if remasking == "emerge":
                 k_t = cosine_schedule(s / per_block)
                 k_s = cosine_schedule((s + 1) / per_block)
@@ -157,5 +173,5 @@ def generate(
                 score = torch.where(masked, conf, torch.full_like(conf, float("-inf")))
                 k = torch.full((batch,), counts[s], device=device)
                 commit = _topk_by_row(score, k) & masked
-            x = torch.where(commit, drawn, x)
+            x[:, lo:hi] = torch.where(commit, drawn, x[:, lo:hi])
     return TextSample(x, x[:, width:], width, steps)
