@@ -144,7 +144,7 @@ def test_sudoku_reward() -> None:
 def test_code_helpers() -> None:
     assert extract_code("a\n```python\nx = 1\n```\nb\n```\ny = 2\n```") == "x = 1\n"
     assert extract_code("plain") == "plain"
-    assert count_passes("tok PASS 0\ntok PASS 0\nbad PASS 1\ntok PASS 2\n", "tok", 2) == 1
+    assert count_passes("PASS 0\nPASS 0\nFAIL 1\nPASS 2\nPASS x\n PASS 1\n", 2) == 1
 
 
 def _ones(prompts: list[str], completions: list[str], **_: object) -> list[float | None]:
@@ -178,7 +178,7 @@ def test_rewardset_exception_makes_batch_unscorable(caplog: pytest.LogCaptureFix
     result = RewardSet([_ones, _raises], names=["one", "boom"])(["p"] * 2, ["a", "b"])
     assert result.total == [None, None]
     assert result.per_function["boom"] == [None, None]
-    assert result.errors == {"boom": 1}
+    assert result.errors == {"boom": 2}  # retried row by row: both rows failed
     assert "boom" in caplog.text
     with pytest.raises(RuntimeError, match="grader crashed"):
         RewardSet([_raises], raise_errors=True)(["p"], ["a"])
@@ -194,3 +194,68 @@ def test_rewardset_rejects_bad_configuration() -> None:
         RewardSet([_ones], [1.0, 2.0])
     with pytest.raises(ValueError, match="unique"):
         RewardSet([_ones, _ones])
+
+
+def _fails_on_b(prompts: list[str], completions: list[str], **_: object) -> list[float | None]:
+    if "b" in completions:
+        raise RuntimeError("cannot score 'b'")
+    return [1.0] * len(completions)
+
+
+def _odd_values(prompts: list[str], completions: list[str], **_: object) -> list[object]:
+    table: dict[str, object] = {"a": 1.0, "b": "high", "c": math.inf, "d": None, "e": True}
+    return [table[c] for c in completions]
+
+
+def test_a_function_failing_on_one_row_leaves_the_others_scored() -> None:
+    result = RewardSet([_ones, _fails_on_b], names=["one", "picky"])(["p"] * 3, ["a", "b", "c"])
+    assert result.total == [2.0, None, 2.0]
+    assert result.per_function["picky"] == [1.0, None, 1.0]
+    assert result.errors == {"picky": 1}
+
+
+def test_values_that_are_not_finite_numbers_fail_only_their_row() -> None:
+    result = RewardSet([_odd_values])(["p"] * 5, ["a", "b", "c", "d", "e"])
+    assert result.total == [1.0, None, None, None, 1.0]
+    assert result.errors == {"_odd_values": 2}
+    with pytest.raises(ValueError, match="returned 'high' for row 1"):
+        RewardSet([_odd_values], raise_errors=True)(["p"] * 2, ["a", "b"])
+
+
+def test_bad_completions_get_none_and_their_neighbours_keep_their_scores() -> None:
+    good = "We add 2 and 3.\nSo the answer is \\boxed{5}."
+    completions: list[object] = [good, None, b"\\boxed{5}", 5, good]
+    result = paper_gsm8k_rewards()([""] * 5, completions, answer=["5"] * 5)
+    assert result.total == [3.0, None, None, None, 3.0]
+    assert result.errors == {}
+    countdown = countdown_reward(["", ""], [None, "\\boxed{3 * 5 + 7}"], numbers=[[3, 5, 7]] * 2,
+                                 target=[22, 22])  # fmt: skip
+    assert countdown == [None, 1.0]
+    sudoku = sudoku_reward([""], [7], puzzle=["1034000000000000"], solution=["1234341221434321"])
+    assert sudoku == [None]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "The temperature fell to −5 degrees.",  # U+2212 in running text
+        "So the answer is −5",
+        "#### −5",
+        "\\boxed{−5}",
+        "it ends at －5",  # full-width hyphen-minus
+    ],
+)
+def test_unicode_minus_is_a_minus_sign(text: str) -> None:
+    assert gsm8k_correctness_reward([""], [text], answer=["-5"]) == [2.0]
+    assert gsm8k_correctness_reward([""], [text], answer=["5"]) == [0.0]
+    assert gsm8k_correctness_reward([""], ["It is 5."], answer=["−5"]) == [0.0]
+
+
+def test_math_answer_is_the_last_boxed() -> None:
+    pytest.importorskip("math_verify")
+    from maskgrpo.rewards import boxed_format_reward, math_equivalence_reward
+
+    text = "A first guess is \\boxed{3}. Checking again, the answer is \\boxed{5}."
+    assert math_equivalence_reward(["", ""], [text, text], answer=["5", "3"]) == [2.0, 0.0]
+    assert math_equivalence_reward([""], [None], answer=["5"]) == [None]
+    assert boxed_format_reward(["", ""], [text, None]) == [0.5, None]

@@ -11,7 +11,7 @@ import json
 import logging
 import sys
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, NoReturn
 
 from .config import (
     DemoConfig,
@@ -35,9 +35,14 @@ def _out(text: str) -> None:
 
 
 def _sft(cfg: SFTConfig) -> None:
+    from .trainer.interrupt import TrainingInterrupted
     from .trainer.run import run_sft
 
-    _out(json.dumps(run_sft(cfg), indent=2))
+    try:
+        _out(json.dumps(run_sft(cfg), indent=2))
+    except TrainingInterrupted as stop:
+        sys.stderr.write(f"maskgrpo sft: {stop}\n")
+        raise SystemExit(128 + stop.signum) from None
 
 
 def _train(cfg: TrainConfig) -> None:
@@ -120,6 +125,28 @@ def _leave_process_group() -> None:
         shutdown()
 
 
+def _check_inputs(command: str, cfg: Any) -> None:
+    """File-system inputs checked before any work: the output folder and a local model folder."""
+    from .trainer.file_checks import check_model_folder
+    from .trainer.outputs import check_not_a_training_run, check_output_dir
+
+    out_dir = getattr(cfg, "out_dir", None)
+    if command != "generate" and isinstance(out_dir, str):
+        check_output_dir(out_dir)
+    dataset = getattr(cfg, "dataset", None)
+    if command == "eval" and dataset and isinstance(out_dir, str):  # writes samples.jsonl there
+        check_not_a_training_run(out_dir)
+    model = getattr(cfg, "model", None)
+    if isinstance(model, str) and model != "tiny":
+        check_model_folder(model)
+
+
+def _fail(command: str, message: str, code: int = 2) -> NoReturn:
+    """One line on stderr and exit ``code``: bad input never shows a traceback."""
+    sys.stderr.write(f"maskgrpo {command}: error: {message}\n")
+    raise SystemExit(code)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="maskgrpo", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -142,8 +169,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     cls, run, _ = COMMANDS[args.command]
     try:
         cfg: Any = config_from_args(cls, args)
+        _check_inputs(args.command, cfg)
     except ValueError as err:
-        parser.exit(2, f"maskgrpo {args.command}: error: {err}\n")
+        _fail(args.command, str(err))
     if getattr(cfg, "threads", 0) > 0:
         import torch
 
@@ -151,7 +179,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         run(cfg)
     except ValueError as err:
-        parser.exit(2, f"maskgrpo {args.command}: error: {err}\n")
+        _fail(args.command, str(err))
+    except OSError as err:  # a missing file, a full disk, a permission: the message says which
+        _fail(args.command, str(err), 1)
+    except KeyboardInterrupt:
+        _fail(args.command, "interrupted", 130)
     finally:
         _leave_process_group()
     return 0

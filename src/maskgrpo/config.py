@@ -15,11 +15,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-import yaml
-
 from .grpo import ADVANTAGE_METHODS, NORMALIZATIONS
 from .masking import STRATEGIES
 from .sampling.llada import CACHE_MODES, REMASKING
+from .user_input import check_device, read_config_file
 
 __all__ = [
     "DemoConfig",
@@ -58,6 +57,7 @@ class CommonConfig:
     def validate(self) -> None:
         from .tasks import TASKS
 
+        check_device(self.device)
         if self.threads < 0:
             raise ValueError(f"threads={self.threads} must be >= 0 (0 = torch's default)")
         if self.task not in TASKS:
@@ -151,6 +151,15 @@ class SFTConfig(CommonConfig, ModelConfig):
     weight_decay: float = _f(0.01, "AdamW weight decay.")
     min_mask_ratio: float = _f(0.0, "Lower bound of the per-row mask ratio t ~ U(min, 1).")
     log_every: int = _f(50, "Log the loss every N steps.")
+    resume: str = _f(
+        "",
+        "Resume an interrupted SFT run: '--resume' alone or 'latest' = the newest checkpoint in "
+        "out_dir, or a checkpoint folder; empty = start fresh.",
+        const="latest",
+    )
+    overwrite: bool = _f(
+        False, "Start over in an out_dir that holds a run (deletes that run's files).", const=True
+    )
 
     def validate(self) -> None:
         super().validate()
@@ -225,6 +234,9 @@ class TrainConfig(CommonConfig, ModelConfig, SamplingConfig):
         "Resume from a checkpoint: '--resume' alone or 'latest' = the newest in out_dir, or a "
         "checkpoint folder; empty = start fresh.",
         const="latest",
+    )
+    overwrite: bool = _f(
+        False, "Start over in an out_dir that holds a run (deletes that run's files).", const=True
     )
 
     def validate(self) -> None:
@@ -494,12 +506,7 @@ def load_config(cls: type[C], path: str | Path | None = None, **overrides: Any) 
     """Build ``cls`` from a YAML file and keyword overrides, then validate it."""
     values: dict[str, Any] = {}
     if path is not None:
-        if not Path(path).is_file():
-            raise ValueError(f"config file {path} does not exist; check the --config path")
-        data = yaml.safe_load(Path(path).read_text()) or {}
-        if not isinstance(data, dict):
-            raise ValueError(f"{path} must hold a mapping of config fields")
-        values.update(data)
+        values.update(read_config_file(path))
     values.update({k: v for k, v in overrides.items() if v is not None})
     known = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
     unknown = sorted(set(values) - known)
@@ -531,8 +538,11 @@ def add_config_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
         if origin in (list, types.GenericAlias) or origin is list:
             (item,) = typing.get_args(hint)
             parser.add_argument(flag, dest=f.name, type=item, nargs="*", help=help_text)
-        elif hint is bool:
-            parser.add_argument(flag, dest=f.name, type=_parse_bool, metavar="BOOL", help=help_text)
+        elif hint is bool:  # '--flag' alone means true
+            parser.add_argument(
+                flag, dest=f.name, type=_parse_bool, nargs="?", const=True, metavar="BOOL",
+                help=help_text,
+            )  # fmt: skip
         elif "const" in f.metadata:
             const = f.metadata["const"]
             parser.add_argument(

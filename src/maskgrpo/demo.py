@@ -45,6 +45,7 @@ def demo_train_config(cfg: DemoConfig, grpo_seconds: float = 0.0) -> TrainConfig
     """The MaskGRPO settings of the demo (see the module docstring)."""
     return TrainConfig(
         out_dir=str(Path(cfg.out_dir) / "grpo"),
+        overwrite=True,  # a demo run again starts over, like the rest of its outputs
         seed=cfg.seed,
         device=cfg.device,
         task=cfg.task,

@@ -1,15 +1,22 @@
 """Run untrusted Python programs (model-written code) in an isolated, resource-limited process.
 
-Isolation is built from bubblewrap (``bwrap``) and two util-linux tools, ``prlimit`` and
-``setpriv``. Every program gets:
+Isolation is built from bubblewrap (``bwrap``), a seccomp filter (:mod:`maskgrpo.seccomp`) and
+two util-linux tools, ``prlimit`` and ``setpriv``. Every program gets:
 
 * its own PID, network, IPC and UTS namespaces: no network at all (not even the host's loopback),
-  no view of host processes, and when the outer process dies the kernel kills every process in
-  the namespace, so orphaned, daemonised or SIGTERM-ignoring children cannot survive;
+  no view of host processes, the host name ``sandbox``, and when the outer process dies the kernel
+  kills every process in the namespace, so orphaned, daemonised or SIGTERM-ignoring children
+  cannot survive;
 * a filesystem made of read-only binds of ``/usr`` (and the ``/lib``, ``/bin`` links) and the
-  Python installation, a fresh ``/proc`` and ``/dev``, and one private temporary directory
-  mounted read-write at ``/tmp`` (also the working directory); nothing else of the host is visible;
-* an empty environment and no capabilities;
+  Python installation, a minimal ``/dev``, the program itself read-only at
+  ``/sandbox/main.py``, and a private size-capped ``tmpfs`` at ``/tmp`` (the working directory;
+  with a bwrap older than 0.7, which cannot cap a tmpfs, a private host temporary folder).
+  No ``/proc`` is mounted, so the mount table (which names host folders) cannot be read; no host
+  folder is writable or even named besides ``/usr`` and the Python installation;
+* no capabilities (effective, permitted, inheritable, ambient and bounding sets empty),
+  ``no_new_privs``, and the seccomp filter: creating or entering namespaces, mounting,
+  ``ptrace`` and other kernel surface answer ``EPERM``;
+* an empty environment;
 * rlimits on CPU time, address space, file size, open files and number of processes, plus a
   wall-clock timeout after which the whole process group (and with it the namespace) is killed;
 * a cap on captured stdout/stderr: a program that prints more is killed.
@@ -18,7 +25,11 @@ The process cap needs care when the caller is root, because the kernel never app
 ``RLIMIT_NPROC`` to uid 0, not even to uid 0 mapped inside a user namespace. As root the program
 therefore runs under a dedicated unprivileged uid (one per concurrent run, so runs do not share a
 process budget), dropped to with ``setpriv`` inside the namespaces. As a normal user a user
-namespace is created instead; since Linux 5.14 the process count is then kept per namespace.
+namespace is created instead (with ``--disable-userns`` where bwrap has it); since Linux 5.14 the
+process count is then kept per namespace.
+
+:meth:`Sandbox.run_pair` runs two programs in two separate sandboxes joined only by a pair of
+pipes: the code reward runs its trusted judge in one and the untrusted solution in the other.
 
 Without a working ``bwrap`` the sandbox refuses to run unless constructed with
 ``allow_unsafe=True``, which keeps the rlimits, process group and timeout but gives no
@@ -31,22 +42,34 @@ import functools
 import logging
 import math
 import os
-import selectors
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
 import threading
-import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import IO, Any, TypeVar
+
+from .sandbox_process import Launch, SandboxResult, start, supervise
+from .seccomp import seccomp_filter
+
+__all__ = [
+    "Sandbox",
+    "SandboxProgram",
+    "SandboxResult",
+    "SandboxUnavailableError",
+    "bwrap_options",
+    "sandbox_available",
+]
 
 logger = logging.getLogger(__name__)
 
 _UID_BASE = 200_000  # first uid used for sandboxed programs when the caller is root
 _UID_SLOTS = 256  # concurrent runs per calling process (uids are per process and slot)
+PROGRAM_PATH = "/sandbox/main.py"  # a compiled program goes to /sandbox/main.pyc
+T = TypeVar("T")
 
 
 class SandboxUnavailableError(RuntimeError):
@@ -54,23 +77,30 @@ class SandboxUnavailableError(RuntimeError):
 
 
 @dataclass(frozen=True)
-class SandboxResult:
-    """Outcome of one program.
+class SandboxProgram:
+    """One program to run: its source, what it reads on stdin, and its ``sys.argv[1:]``.
 
-    ``killed_reason`` is ``None`` when the program ended by itself, else ``"timeout"`` or
-    ``"output_limit"``. ``returncode`` is negative when the program was killed by a signal.
+    ``code`` as ``bytes`` is a compiled ``.pyc`` (header and marshalled code object) for the
+    sandbox's own interpreter; trusted programs run many times save their compile time this way.
     """
 
-    returncode: int
-    stdout: str
-    stderr: str
-    timed_out: bool
-    killed_reason: str | None
+    code: str | bytes
+    stdin: str | bytes = ""
+    args: tuple[str, ...] = field(default_factory=tuple)
 
-    @property
-    def ok(self) -> bool:
-        """True when the program exited with status 0 on its own."""
-        return self.returncode == 0 and self.killed_reason is None
+
+@functools.cache
+def bwrap_options() -> frozenset[str]:
+    """The options the installed ``bwrap`` lists in its ``--help`` (empty when not installed)."""
+    if shutil.which("bwrap") is None:
+        return frozenset()
+    try:
+        text = subprocess.run(
+            ["bwrap", "--help"], capture_output=True, text=True, timeout=10, check=False
+        ).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return frozenset()
+    return frozenset(word for word in text.split() if word.startswith("--"))
 
 
 @functools.cache
@@ -87,6 +117,17 @@ def sandbox_available() -> bool:
         logger.warning("bwrap self-test failed: rc=%s stderr=%r", result.returncode, result.stderr)
         return False
     return True
+
+
+@functools.cache
+def _filter_bytes() -> bytes | None:
+    rules = seccomp_filter()
+    if rules is None:
+        logger.warning(
+            "no seccomp filter for machine %r: sandboxed programs may create namespaces",
+            os.uname().machine,
+        )
+    return rules
 
 
 class _UidPool:
@@ -117,7 +158,7 @@ def _python_binds(python: str) -> list[str]:
     prefix = os.path.realpath(sys.base_prefix)
     exe_dir = os.path.dirname(os.path.realpath(python))
     args: list[str] = []
-    made: set[str] = {"/", "/usr", "/tmp"}
+    made: set[str] = {"/", "/usr", "/tmp", "/sandbox"}
     for root in sorted({prefix, exe_dir}):
         if root.startswith("/usr/") or root == "/usr":
             continue
@@ -143,6 +184,15 @@ def _root_binds() -> list[str]:
     return args
 
 
+def _data_file(data: bytes, files: list[IO[bytes]]) -> int:
+    """An unlinked temporary file holding ``data``, rewound; its fd (closed with ``files``)."""
+    handle = tempfile.TemporaryFile()
+    handle.write(data)
+    handle.seek(0)
+    files.append(handle)
+    return handle.fileno()
+
+
 class Sandbox:
     """Runs Python source code in an isolated child process; thread-safe.
 
@@ -153,6 +203,7 @@ class Sandbox:
         max_output_bytes: bytes kept per stream; a program printing more is killed.
         max_file_mb: largest file the program may write (``RLIMIT_FSIZE``).
         max_open_files: ``RLIMIT_NOFILE``.
+        tmp_mb: size of the writable ``/tmp`` (a tmpfs, so it counts against memory).
         python: interpreter to run inside; defaults to the one running this library.
         site_packages: import ``site`` so installed packages are importable; off by default,
             which limits programs to the standard library and starts them about 4x faster.
@@ -168,6 +219,7 @@ class Sandbox:
         *,
         max_file_mb: int = 16,
         max_open_files: int = 64,
+        tmp_mb: int = 64,
         python: str | None = None,
         site_packages: bool = False,
         allow_unsafe: bool = False,
@@ -179,6 +231,7 @@ class Sandbox:
             "max_output_bytes": max_output_bytes,
             "max_file_mb": max_file_mb,
             "max_open_files": max_open_files,
+            "tmp_mb": tmp_mb,
         }
         for name, value in checks.items():
             if not value > 0:
@@ -189,6 +242,7 @@ class Sandbox:
         self.max_output_bytes = int(max_output_bytes)
         self.max_file_mb = int(max_file_mb)
         self.max_open_files = int(max_open_files)
+        self.tmp_mb = int(tmp_mb)
         self.python = os.path.realpath(python or sys.executable)
         self.allow_unsafe = allow_unsafe
         self._python_flags = ["-I"] if site_packages else ["-I", "-S"]
@@ -199,6 +253,134 @@ class Sandbox:
                 "(apt-get install bubblewrap) or pass allow_unsafe=True to run untrusted code "
                 "with resource limits only."
             )
+
+    # ---- public API ----------------------------------------------------------------------------
+
+    def run(self, code: str, stdin: str = "") -> SandboxResult:
+        """Run one program (the text of a ``.py`` file) and return what it did."""
+        return self._run([SandboxProgram(code, stdin)])[0]
+
+    def run_pair(
+        self, main: SandboxProgram, peer: SandboxProgram
+    ) -> tuple[SandboxResult, SandboxResult]:
+        """Run ``main`` and ``peer`` in two separate sandboxes joined by two pipes.
+
+        Each program gets two extra arguments after its own: the descriptor it reads its
+        partner's messages from, and the one it writes its messages to. Nothing else is shared:
+        neither can see, signal or write to the other's processes, files or output. The run
+        ends when ``main`` ends (``peer`` is then killed) or at the timeout (both are killed).
+        """
+        first, second = self._run([main, peer])
+        return first, second
+
+    def run_many(
+        self,
+        codes: Sequence[str],
+        max_workers: int | None = None,
+        stdins: Sequence[str] | None = None,
+    ) -> list[SandboxResult]:
+        """Run programs concurrently (threads launching processes); results keep input order."""
+        inputs = list(stdins) if stdins is not None else [""] * len(codes)
+        if len(inputs) != len(codes):
+            raise ValueError(
+                f"run_many got {len(codes)} programs but {len(inputs)} stdins; pass one per program."
+            )
+        return self.map(self.run, list(zip(codes, inputs, strict=True)), max_workers)
+
+    def map(
+        self,
+        fn: Callable[..., T],
+        items: Sequence[tuple[Any, ...]],
+        max_workers: int | None = None,
+    ) -> list[T]:
+        """``[fn(*item) for item in items]`` on a thread pool of ``max_workers``; input order."""
+        if max_workers is None:
+            max_workers = min(32, os.cpu_count() or 1)
+        if max_workers < 1:
+            raise ValueError(f"max_workers={max_workers} must be at least 1.")
+        if not items:
+            return []
+        with ThreadPoolExecutor(max_workers=min(max_workers, len(items))) as pool:
+            return list(pool.map(lambda item: fn(*item), items))
+
+    # ---- launching -----------------------------------------------------------------------------
+
+    def _run(self, programs: list[SandboxProgram]) -> list[SandboxResult]:
+        """Start ``programs`` (one, or a main program and its peer joined by pipes) and watch them."""
+        ends: list[tuple[int, ...]] = [()] * len(programs)
+        pipes: list[int] = []
+        if len(programs) == 2:
+            main_reads, peer_writes = os.pipe()
+            peer_reads, main_writes = os.pipe()
+            pipes = [main_reads, peer_writes, peer_reads, main_writes]
+            ends = [(main_reads, main_writes), (peer_reads, peer_writes)]
+        files: list[IO[bytes]] = []
+        uids: list[int] = []
+        workdirs: list[str] = []
+        try:
+            launches = []
+            for program, own in zip(programs, ends, strict=True):
+                uid = _UID_POOL.acquire() if self._isolated and os.geteuid() == 0 else None
+                if uid is not None:
+                    uids.append(uid)
+                launches.append(self._launch(program, own, uid, files, workdirs))
+            procs = start(launches)
+            # The children hold their own copies; closing ours lets each see EOF when the
+            # other side exits.
+            while pipes:
+                os.close(pipes.pop())
+            for handle in files:
+                handle.close()
+            return supervise(
+                procs,
+                timeout_s=self.timeout_s,
+                max_output_bytes=self.max_output_bytes,
+                namespaced=self._isolated,
+            )
+        finally:
+            for fd in pipes:
+                os.close(fd)
+            for handle in files:
+                handle.close()
+            for uid in uids:
+                _UID_POOL.release(uid)
+            for workdir in workdirs:
+                shutil.rmtree(workdir, ignore_errors=True)
+
+    def _launch(
+        self,
+        program: SandboxProgram,
+        own: tuple[int, ...],
+        uid: int | None,
+        files: list[IO[bytes]],
+        workdirs: list[str],
+    ) -> Launch:
+        stdin = program.stdin
+        stdin_fd = _data_file(stdin.encode("utf-8") if isinstance(stdin, str) else stdin, files)
+        args = [*program.args, *(str(fd) for fd in own)]
+        code = program.code.encode("utf-8") if isinstance(program.code, str) else program.code
+        name = "main.py" if isinstance(program.code, str) else "main.pyc"
+        if not self._isolated:
+            workdir = tempfile.mkdtemp(prefix="maskgrpo-sandbox-")
+            workdirs.append(workdir)
+            main = os.path.join(workdir, name)
+            with open(main, "wb") as f:
+                f.write(code)
+            cmd = [*self._limits(), self.python, *self._python_flags, main, *args]
+            return Launch(cmd, stdin_fd, own, cwd=workdir)
+        code_fd = _data_file(code, files)
+        rules = _filter_bytes()
+        filter_fd = _data_file(rules, files) if rules is not None else None
+        tmp_dir = None
+        if "--size" not in bwrap_options():  # bwrap < 0.7 cannot cap a tmpfs: a host folder
+            tmp_dir = tempfile.mkdtemp(prefix="maskgrpo-sandbox-")
+            workdirs.append(tmp_dir)
+            if uid is not None:
+                os.chown(tmp_dir, uid, uid)
+                os.chmod(tmp_dir, 0o711)  # bwrap enters it before dropping to `uid`
+        cmd = self._bwrap_command(code_fd, filter_fd, uid, f"/sandbox/{name}", tmp_dir) + args
+        passed = (code_fd, *own) if filter_fd is None else (code_fd, filter_fd, *own)
+        return Launch(cmd, stdin_fd, passed, cwd="/")
 
     def _limits(self) -> list[str]:
         cpu = math.ceil(self.timeout_s) + 1
@@ -213,178 +395,37 @@ class Sandbox:
             "--",
         ]
 
-    def _bwrap_command(self, workdir: str, uid: int | None) -> list[str]:
+    def _bwrap_command(
+        self,
+        code_fd: int,
+        filter_fd: int | None,
+        uid: int | None,
+        path: str = PROGRAM_PATH,
+        tmp_dir: str | None = None,
+    ) -> list[str]:
+        options = bwrap_options()
         cmd = ["bwrap", *_root_binds(), *_python_binds(self.python)]
-        cmd += ["--bind", workdir, "/tmp", "--chdir", "/tmp", "--proc", "/proc", "--dev", "/dev"]
+        if tmp_dir is None:
+            cmd += ["--size", str(self.tmp_mb * 1024 * 1024), "--perms", "1777", "--tmpfs", "/tmp"]
+        else:
+            cmd += ["--bind", tmp_dir, "/tmp"]
+        cmd += ["--chdir", "/tmp", "--dev", "/dev"]
+        cmd += ["--dir", "/sandbox", "--perms", "0444", "--ro-bind-data", str(code_fd), path]
         cmd += ["--unshare-pid", "--unshare-net", "--unshare-ipc", "--unshare-uts"]
-        cmd += ["--unshare-cgroup-try", "--die-with-parent", "--new-session", "--clearenv"]
-        cmd += ["--setenv", "HOME", "/tmp"]
+        cmd += ["--unshare-cgroup-try", "--hostname", "sandbox"]
+        cmd += ["--die-with-parent", "--new-session", "--clearenv", "--setenv", "HOME", "/tmp"]
+        if filter_fd is not None:
+            cmd += ["--seccomp", str(filter_fd)]
         if uid is None:
-            cmd += ["--unshare-user", "--cap-drop", "ALL", "--", *self._limits()]
+            cmd += ["--unshare-user", "--cap-drop", "ALL"]
+            if "--disable-userns" in options:
+                cmd += ["--disable-userns"]
+            cmd += ["--", *self._limits()]
         else:
             cmd += ["--cap-drop", "ALL"]
-            cmd += [
-                "--cap-add",
-                "CAP_SETUID",
-                "--cap-add",
-                "CAP_SETGID",
-                "--cap-add",
-                "CAP_SETPCAP",
-            ]
+            for cap in ("CAP_SETUID", "CAP_SETGID", "CAP_SETPCAP"):
+                cmd += ["--cap-add", cap]
             cmd += ["--", *self._limits(), "setpriv", f"--reuid={uid}", f"--regid={uid}"]
             cmd += ["--clear-groups", "--inh-caps=-all", "--bounding-set=-all", "--no-new-privs"]
             cmd += ["--"]
-        return cmd + [self.python, *self._python_flags, "/tmp/main.py"]
-
-    def run(self, code: str, stdin: str = "") -> SandboxResult:
-        """Run one program (the text of a ``.py`` file) and return what it did."""
-        workdir = tempfile.mkdtemp(prefix="maskgrpo-sandbox-")
-        uid = _UID_POOL.acquire() if self._isolated and os.geteuid() == 0 else None
-        try:
-            with open(os.path.join(workdir, "main.py"), "w", encoding="utf-8") as f:
-                f.write(code)
-            if uid is not None:
-                os.chown(workdir, uid, uid)
-                os.chmod(workdir, 0o711)  # bwrap enters it before dropping to `uid`
-                os.chown(os.path.join(workdir, "main.py"), uid, uid)
-            if self._isolated:
-                cmd = self._bwrap_command(workdir, uid)
-            else:
-                main = os.path.join(workdir, "main.py")
-                cmd = [*self._limits(), self.python, *self._python_flags, main]
-            return self._execute(cmd, workdir, stdin)
-        finally:
-            if uid is not None:
-                _UID_POOL.release(uid)
-            shutil.rmtree(workdir, ignore_errors=True)
-
-    def run_many(
-        self,
-        codes: Sequence[str],
-        max_workers: int | None = None,
-        stdins: Sequence[str] | None = None,
-    ) -> list[SandboxResult]:
-        """Run programs concurrently (threads launching processes); results keep input order."""
-        if max_workers is None:
-            max_workers = min(32, os.cpu_count() or 1)
-        if max_workers < 1:
-            raise ValueError(f"max_workers={max_workers} must be at least 1.")
-        inputs = list(stdins) if stdins is not None else [""] * len(codes)
-        if len(inputs) != len(codes):
-            raise ValueError(
-                f"run_many got {len(codes)} programs but {len(inputs)} stdins; pass one per program."
-            )
-        if not codes:
-            return []
-        with ThreadPoolExecutor(max_workers=min(max_workers, len(codes))) as pool:
-            return list(pool.map(self.run, codes, inputs))
-
-    def _execute(self, cmd: list[str], workdir: str, stdin: str) -> SandboxResult:
-        stdin_path = os.path.join(workdir, ".stdin")
-        with open(stdin_path, "w", encoding="utf-8") as f:
-            f.write(stdin)
-        with open(stdin_path, "rb") as stdin_file:
-            proc = subprocess.Popen(
-                cmd,
-                stdin=stdin_file,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                cwd=workdir,
-                env={},
-                start_new_session=True,  # own process group, killed as a whole below
-                close_fds=True,
-            )
-        try:
-            out, err, reason = self._collect(proc)
-        finally:
-            # Isolated runs die with their PID namespace; unsafe runs may leave group members.
-            if proc.returncode is None or not self._isolated:
-                _kill_group(proc)
-            _close_pipes(proc)
-        return SandboxResult(
-            returncode=proc.returncode if reason is None else -signal.SIGKILL,
-            stdout=out.decode("utf-8", errors="replace"),
-            stderr=err.decode("utf-8", errors="replace"),
-            timed_out=reason == "timeout",
-            killed_reason=reason,
-        )
-
-    def _collect(self, proc: subprocess.Popen[bytes]) -> tuple[bytes, bytes, str | None]:
-        """Read both pipes until EOF, the deadline, or the output cap; kill on the latter two."""
-        assert proc.stdout is not None and proc.stderr is not None
-        deadline = time.monotonic() + self.timeout_s
-        chunks: dict[int, bytearray] = {proc.stdout.fileno(): bytearray()}
-        chunks[proc.stderr.fileno()] = bytearray()
-        reason: str | None = None
-        with selectors.DefaultSelector() as sel:
-            for stream in (proc.stdout, proc.stderr):
-                sel.register(stream, selectors.EVENT_READ)
-            while sel.get_map() and reason is None:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    reason = "timeout"
-                    break
-                for key, _ in sel.select(timeout=left):
-                    data = os.read(key.fd, 65_536)
-                    if not data:
-                        sel.unregister(key.fileobj)
-                        continue
-                    buf = chunks[key.fd]
-                    buf += data
-                    if len(buf) > self.max_output_bytes:
-                        del buf[self.max_output_bytes :]
-                        reason = "output_limit"
-        if reason is not None:
-            _kill_group(proc)
-        else:
-            try:
-                proc.wait(timeout=max(0.0, deadline - time.monotonic()) + 0.5)
-            except subprocess.TimeoutExpired:
-                reason = "timeout"
-        out, err = (bytes(chunks[s.fileno()]) for s in (proc.stdout, proc.stderr))
-        return out, err, reason
-
-
-def _namespace_inits(pid: int) -> list[int]:
-    """Host pids of the children of ``pid`` (bwrap's PID-namespace init), read from /proc."""
-    try:
-        with open(f"/proc/{pid}/task/{pid}/children", encoding="ascii") as f:
-            return [int(x) for x in f.read().split()]
-    except OSError:
-        return []
-
-
-def _wait_gone(pids: list[int], timeout_s: float = 2.0) -> None:
-    """Poll until none of ``pids`` exists (a namespace init exits after all its members)."""
-    deadline = time.monotonic() + timeout_s
-    while any(_alive(p) for p in pids) and time.monotonic() < deadline:
-        time.sleep(0.005)
-
-
-def _alive(pid: int) -> bool:
-    """Whether ``pid`` exists and is not a zombie (its state letter in /proc/pid/stat)."""
-    try:
-        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
-        return False
-
-
-def _kill_group(proc: subprocess.Popen[bytes]) -> None:
-    """SIGKILL the child's process group, reap it, and wait for its PID namespace to empty."""
-    inits = _namespace_inits(proc.pid) if proc.returncode is None else []
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-    except PermissionError as err:  # the group leader changed uid; kill it directly
-        logger.debug("killpg(%d) refused: %s", proc.pid, err)
-        proc.kill()
-    proc.wait()
-    _wait_gone(inits)
-
-
-def _close_pipes(proc: subprocess.Popen[bytes]) -> None:
-    for stream in (proc.stdout, proc.stderr):
-        if stream is not None:
-            stream.close()
+        return cmd + [self.python, *self._python_flags, path]

@@ -103,6 +103,8 @@ def load_rows(
         raise ValueError(f"limit={limit} must be a positive number of rows or None.")
     if os.path.exists(source):
         rows = read_local(source)
+        if not rows:
+            raise ValueError(f"data file {source!r} has no rows; check that it is the right file.")
     elif source.endswith(_LOCAL_SUFFIXES):
         raise FileNotFoundError(f"data file {source!r} does not exist; check the path.")
     else:

@@ -286,12 +286,13 @@ def load_generator(cfg: EvalConfig, rows: Sequence[Row], system: str) -> Benchma
     """Load the Hugging Face model and wrap it as the harness's ``generate``."""
     from ..models.hf import load_hf_policy
     from ..models.hf_modality import HFTextModality
-    from ..policy import resolve_device
+    from ..policy import is_tiny_model, resolve_device
 
-    if cfg.model == "tiny":
+    if is_tiny_model(cfg.model):  # 'tiny' or a folder saved by maskgrpo sft/train
         raise ValueError(
-            "model='tiny' is the synthetic-task model; benchmarks need a Hugging Face masked "
-            "diffusion model, e.g. --model GSAI-ML/LLaDA-8B-Instruct --trust-remote-code true"
+            f"model={cfg.model!r} is the built-in synthetic-task model; benchmarks need a Hugging "
+            "Face masked diffusion model, e.g. --model GSAI-ML/LLaDA-8B-Instruct "
+            "--trust-remote-code true (evaluate a tiny model on its task with --task)"
         )
     if cfg.dtype not in _DTYPES:
         raise ValueError(f"dtype={cfg.dtype!r} is unknown; choose one of {sorted(_DTYPES)}")

@@ -6,47 +6,48 @@ none). Each row carries ``tests``: a list of snippets (``assert f(1) == 2``, or 
 HumanEval ``check`` function followed by ``check(entry_point)``), and optionally
 ``test_setup`` (code run after the program and before the tests, as in MBPP).
 
-All tests of a completion run in one sandboxed process: a driver executes the program, then
-each test in its own ``try`` block, printing a per-run secret token for every test that passed.
-The token is sent on stdin and never written into the program, so ordinary code cannot print
-a pass by accident; a program that deliberately inspects the driver's frames could forge it,
-which the sandbox still contains.
+The program is untrusted: a policy trained against this reward searches for any way to score
+without solving. So the verdict is decided where the program cannot reach it. Each completion
+runs as two processes in two separate sandboxes joined only by two pipes
+(:meth:`~maskgrpo.sandbox.Sandbox.run_pair`, :mod:`maskgrpo.rewards.code_harness`): a worker
+that runs the program, and a judge that holds the tests, calls the program's functions through
+the pipes, receives their results as plain data, compares them itself and writes one
+``PASS i``/``FAIL i`` line per test on its own stdout. The program can neither see the tests nor
+write to the judge's output, and its objects' ``__eq__``, ``__bool__`` and friends are never
+called by the judge. ``docs/benchmarks.md`` lists the threat model.
 """
 
 from __future__ import annotations
 
 import ast
-import json
+import functools
+import importlib.util
+import logging
+import marshal
+import os
 import re
-import secrets
+import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
-from ..sandbox import Sandbox, SandboxUnavailableError, sandbox_available
+from ..sandbox import (
+    Sandbox,
+    SandboxProgram,
+    SandboxResult,
+    SandboxUnavailableError,
+    sandbox_available,
+)
+from .code_wire import dumps
 
 CODE_REWARD_SCALE = 2.0
 CODE_FORMAT_REWARD = 0.5
+HARNESS = Path(__file__).with_name("code_harness.py")  # with code_wire.py beside it
+
+logger = logging.getLogger(__name__)
 
 _FENCE = re.compile(r"```[ \t]*([A-Za-z0-9_+-]*)[^\n]*\n(.*?)```", re.DOTALL)
-
-_DRIVER = """\
-import sys as _sys
-_token = _sys.stdin.readline().strip()
-_program, _setup, _tests = {payload}
-_env = {{"__name__": "__main__"}}
-try:
-    exec(compile(_program + "\\n" + _setup, "solution.py", "exec"), _env)
-except BaseException as _err:
-    print("program failed:", type(_err).__name__, _err, file=_sys.stderr)
-    _sys.exit(1)
-for _i, _test in enumerate(_tests):
-    try:
-        exec(compile(_test, f"test_{{_i}}.py", "exec"), dict(_env))
-    except BaseException as _err:
-        print(f"test {{_i}} failed:", type(_err).__name__, _err, file=_sys.stderr)
-    else:
-        print(f"{{_token}} PASS {{_i}}", flush=True)
-"""
+_VERDICT = re.compile(r"^PASS (\d+)$")
 
 
 def extract_code(completion: str) -> str:
@@ -58,28 +59,82 @@ def extract_code(completion: str) -> str:
     return (python or [body for _, body in blocks])[-1]
 
 
-def build_test_program(code: str, tests: Sequence[str], setup: str = "") -> str:
-    """Driver source that runs ``code`` then each test, reporting passes with a stdin token."""
-    payload = json.dumps([code, setup, list(tests)])
-    return _DRIVER.format(payload=f"__import__('json').loads({payload!r})")
+def judged_programs(
+    code: str, tests: Sequence[str], setup: str = "", *, python: str | None = None
+) -> tuple[SandboxProgram, SandboxProgram]:
+    """The judge (holding ``tests``) and the worker (running ``code`` then ``setup``).
+
+    When ``python`` (the sandbox's interpreter) is the one running this library, the harness
+    goes in compiled, which saves each of the two processes its compile time.
+    """
+    same = python is not None and os.path.realpath(python) == os.path.realpath(sys.executable)
+    harness = _harness_program(compiled=same)
+    judge = SandboxProgram(harness, dumps(list(tests)), ("judge",))
+    worker = SandboxProgram(harness, dumps([code, setup]), ("worker",))
+    return judge, worker
 
 
-def count_passes(stdout: str, token: str, n_tests: int) -> int:
-    """Distinct tests reported as passed with the right token."""
+# Run in the sandbox: loads the two harness modules as a package without touching the file
+# system (their code objects, or their sources, are literals of this program), then starts it.
+_BOOT = """\
+import marshal, sys, types
+package = types.ModuleType("harness")
+package.__path__ = []
+sys.modules["harness"] = package
+for name, code in (("code_wire", {wire}), ("code_harness", {harness})):
+    module = types.ModuleType("harness." + name)
+    module.__package__ = "harness"
+    sys.modules[module.__name__] = module
+    exec({load}(code), module.__dict__)
+module.main(sys.argv[1:])
+"""
+HARNESS_FILES = ("code_wire.py", "code_harness.py")
+
+
+@functools.cache
+def _harness_program(compiled: bool) -> str | bytes:
+    """The bootstrap above holding both modules: source text, or a ``.pyc`` for this Python."""
+    sources = [HARNESS.with_name(name).read_text(encoding="utf-8") for name in HARNESS_FILES]
+    if not compiled:
+        wire, harness = (repr(src) for src in sources)
+        load = "lambda text: compile(text, 'harness', 'exec', dont_inherit=True)"
+        return _BOOT.format(wire=wire, harness=harness, load=f"({load})")
+    codes = [
+        repr(marshal.dumps(compile(src, name, "exec", dont_inherit=True)))
+        for src, name in zip(sources, HARNESS_FILES, strict=True)
+    ]
+    boot = _BOOT.format(wire=codes[0], harness=codes[1], load="marshal.loads")
+    code = compile(boot, "harness_boot.py", "exec", dont_inherit=True)
+    return importlib.util.MAGIC_NUMBER + bytes(12) + marshal.dumps(code)  # PEP 552 header
+
+
+def count_passes(verdict: str, n_tests: int) -> int:
+    """Distinct tests the judge's output reports as passed (``PASS i`` lines, ``i < n_tests``)."""
     passed = set()
-    for line in stdout.splitlines():
-        parts = line.split()
-        if len(parts) == 3 and parts[0] == token and parts[1] == "PASS" and parts[2].isdigit():
-            passed.add(int(parts[2]))
-    return len({i for i in passed if i < n_tests})
+    for line in verdict.splitlines():
+        match = _VERDICT.match(line)
+        if match and int(match.group(1)) < n_tests:
+            passed.add(int(match.group(1)))
+    return len(passed)
+
+
+def _row_tests(tests: Any) -> list[str] | None:
+    """The row's tests when they are a non-empty list of strings, else ``None``."""
+    if isinstance(tests, list | tuple) and tests and all(isinstance(t, str) for t in tests):
+        return list(tests)
+    return None
 
 
 class CodeExecutionReward:
-    """Reward ``2.0 x fraction of tests passed``, running every program in a :class:`Sandbox`.
+    """Reward ``2.0 x fraction of tests passed``, judged outside the program's sandbox.
+
+    A row gets ``None`` (cannot be scored) when its ``tests`` are missing or not a list of
+    strings, or when its completion is not a string; the other rows are scored as usual.
 
     Args:
-        sandbox: sandbox to use; a default one (5 s, 1 GiB, 32 processes) when omitted.
-        max_workers: programs run in parallel.
+        sandbox: sandbox to use; a default one (5 s, 1 GiB, 32 processes) when omitted. Its
+            limits apply to the judge and the program alike, and its timeout to the pair.
+        max_workers: completions judged in parallel (each runs two processes).
         allow_unsafe: accept running without isolation when ``bwrap`` does not work here.
         scale: reward for passing every test.
     """
@@ -107,34 +162,50 @@ class CodeExecutionReward:
     def __call__(
         self,
         prompts: list[str],
-        completions: list[str],
-        tests: list[Sequence[str]],
-        test_setup: list[str] | None = None,
+        completions: list[Any],
+        tests: list[Any],
+        test_setup: list[Any] | None = None,
         **_: Any,
     ) -> list[float | None]:
-        """Score each completion; a row without tests gets ``None``."""
+        """Score each completion; see the class docstring for the rows that get ``None``."""
         del prompts
         setups = test_setup if test_setup is not None else [""] * len(completions)
         rows = list(zip(completions, tests, setups, strict=True))
-        tokens = [secrets.token_hex(16) for _ in rows]
-        programs = [build_test_program(extract_code(c), t, s or "") for c, t, s in rows]
-        stdins = [token + "\n" for token in tokens]
-        results = self.sandbox.run_many(programs, self.max_workers, stdins=stdins)
-        out: list[float | None] = []
-        for (_c, row_tests, _s), token, result in zip(rows, tokens, results, strict=True):
-            if not row_tests:
-                out.append(None)
+        jobs: list[tuple[int, int, tuple[SandboxProgram, SandboxProgram]]] = []
+        out: list[float | None] = [None] * len(rows)
+        for i, (completion, row_tests, setup) in enumerate(rows):
+            checked = _row_tests(row_tests)
+            if checked is None or not isinstance(completion, str):
+                logger.debug("row %d cannot be scored: completion or tests malformed", i)
                 continue
-            passed = count_passes(result.stdout, token, len(row_tests))
-            out.append(self.scale * passed / len(row_tests))
+            setup_code = setup if isinstance(setup, str) else ""
+            code = extract_code(completion)
+            pair = judged_programs(code, checked, setup_code, python=self.sandbox.python)
+            jobs.append((i, len(checked), pair))
+        pairs = [programs for _, _, programs in jobs]
+        results = self.sandbox.map(self.sandbox.run_pair, pairs, self.max_workers)
+        for (i, n_tests, _pair), (verdict, _program) in zip(jobs, results, strict=True):
+            out[i] = self.scale * count_passes(verdict.stdout, n_tests) / n_tests
         return out
 
 
-def code_format_reward(prompts: list[str], completions: list[str], **_: Any) -> list[float | None]:
-    """0.5 when the completion has a fenced code block that parses as Python."""
+def diagnose(result: tuple[SandboxResult, SandboxResult]) -> str:
+    """One readable paragraph on a judged run: the judge's notes and the program's stderr."""
+    verdict, program = result
+    return (
+        f"judge: rc={verdict.returncode} {verdict.killed_reason or ''}\n{verdict.stderr.strip()}\n"
+        f"program: rc={program.returncode} {program.killed_reason or ''}\n{program.stderr.strip()}"
+    )
+
+
+def code_format_reward(prompts: list[str], completions: list[Any], **_: Any) -> list[float | None]:
+    """0.5 when the completion has a fenced code block that parses as Python (``None``: not text)."""
     del prompts
     out: list[float | None] = []
     for completion in completions:
+        if not isinstance(completion, str):
+            out.append(None)
+            continue
         blocks = _FENCE.findall(completion)
         ok = bool(blocks) and _parses(extract_code(completion))
         out.append(CODE_FORMAT_REWARD if ok else 0.0)
@@ -144,6 +215,6 @@ def code_format_reward(prompts: list[str], completions: list[str], **_: Any) -> 
 def _parses(code: str) -> bool:
     try:
         ast.parse(code)
-    except (SyntaxError, ValueError):
+    except (SyntaxError, ValueError, RecursionError, MemoryError):
         return False
     return True

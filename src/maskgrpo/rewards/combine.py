@@ -3,8 +3,13 @@
 Reward functions follow the TRL convention ``fn(prompts, completions, **columns)`` and return one
 value per completion; ``None`` (or NaN) means "this function does not apply to this sample". The
 total of a sample is the weighted sum over the functions that returned a value, and ``None`` when
-none did. A function that raises makes every sample of that call unscorable (for that function
-and in the total), is logged and counted, unless ``raise_errors=True``.
+none did.
+
+Failures are contained row by row. When a function raises on a batch, it is called again one row
+at a time, so only the rows it cannot score lose their value; a value that is not a finite number
+(a string, an infinity) is dropped the same way. Such a row is unscorable for that function and
+in the total, and each is logged and counted in :attr:`RewardResult.errors`, unless
+``raise_errors=True``, which re-raises instead.
 """
 
 from __future__ import annotations
@@ -27,7 +32,8 @@ class RewardResult:
     Attributes:
         total: weighted sum per sample; ``None`` = unscorable.
         per_function: raw (unweighted) values per function name.
-        errors: exceptions per function name during this call.
+        errors: rows per function name that failed (raised, or gave a value that is not a
+            finite number) during this call.
     """
 
     total: list[float | None]
@@ -35,12 +41,20 @@ class RewardResult:
     errors: dict[str, int] = field(default_factory=dict)
 
 
-def _clean(value: Any) -> float | None:
-    """Map None/NaN to None and everything else to float."""
+_FAILED = object()  # marks a row whose scoring failed
+
+
+def _clean(value: Any) -> Any:
+    """None/NaN -> None, a finite number -> float, anything else -> ``_FAILED``."""
     if value is None:
         return None
-    number = float(value)
-    return None if math.isnan(number) else number
+    try:
+        number = float(value)
+    except (TypeError, ValueError, OverflowError):
+        return _FAILED
+    if math.isnan(number):
+        return None
+    return number if math.isfinite(number) else _FAILED
 
 
 def _default_name(fn: RewardFn) -> str:
@@ -104,14 +118,15 @@ class RewardSet:
         per_function: dict[str, list[float | None]] = {}
         errors: dict[str, int] = {}
         for fn, weight, name in zip(self.funcs, self.weights, self.names, strict=True):
-            values = self._call_one(fn, name, prompts, completions, columns, errors)
-            if values is None:
-                per_function[name] = [None] * n
-                broken = [True] * n
-                continue
-            per_function[name] = values
+            values = self._call_one(fn, name, prompts, completions, columns)
+            failed = [v is _FAILED for v in values]
+            if any(failed):
+                errors[name] = sum(failed)
+            per_function[name] = [None if f else v for v, f in zip(values, failed, strict=True)]
             for i, value in enumerate(values):
-                if value is not None:
+                if failed[i]:
+                    broken[i] = True
+                elif value is not None:
                     total[i] += weight * value
                     scored[i] = True
         totals: list[float | None] = [
@@ -124,23 +139,65 @@ class RewardSet:
         fn: RewardFn,
         name: str,
         prompts: list[str],
-        completions: list[str],
+        completions: list[Any],
         columns: dict[str, list[Any]],
-        errors: dict[str, int],
-    ) -> list[float | None] | None:
-        """Values of one function, or ``None`` when it raised (and errors are not re-raised)."""
+    ) -> list[Any]:
+        """One value (or ``_FAILED``) per row; a raising batch is retried row by row."""
         try:
             raw = fn(prompts, completions, **columns)
         except Exception:
             if self.raise_errors:
                 raise
-            logger.exception("reward function %r raised; its batch is marked unscorable", name)
-            errors[name] = errors.get(name, 0) + 1
-            return None
+            logger.exception(
+                "reward function %r raised on a batch of %d; scoring it row by row",
+                name,
+                len(completions),
+            )
+            return [self._one_row(fn, name, prompts, completions, columns, i)
+                    for i in range(len(completions))]  # fmt: skip
         raw = list(raw)
         if len(raw) != len(completions):
             raise ValueError(
                 f"reward function {name!r} returned {len(raw)} values for {len(completions)} "
                 "completions; it must return exactly one value (or None) per completion."
             )
-        return [_clean(v) for v in raw]
+        return [self._checked(name, value, i) for i, value in enumerate(raw)]
+
+    def _one_row(
+        self,
+        fn: RewardFn,
+        name: str,
+        prompts: list[str],
+        completions: list[Any],
+        columns: dict[str, list[Any]],
+        i: int,
+    ) -> Any:
+        n = len(completions)
+        row = {k: [v[i]] if _aligned(v, n) else v for k, v in columns.items()}
+        try:
+            values = list(fn([prompts[i]], [completions[i]], **row))
+        except Exception as err:
+            logger.warning("reward function %r cannot score row %d: %r", name, i, err)
+            return _FAILED
+        if len(values) != 1:
+            logger.warning("reward function %r gave %d values for row %d", name, len(values), i)
+            return _FAILED
+        return self._checked(name, values[0], i)
+
+    def _checked(self, name: str, value: Any, i: int) -> Any:
+        cleaned = _clean(value)
+        if cleaned is _FAILED:
+            if self.raise_errors:
+                raise ValueError(
+                    f"reward function {name!r} returned {value!r} for row {i}; return a finite "
+                    "number, or None when the row cannot be scored."
+                )
+            logger.warning(
+                "reward function %r returned %r for row %d; row unscorable", name, value, i
+            )
+        return cleaned
+
+
+def _aligned(column: Any, n: int) -> bool:
+    """Whether ``column`` holds one entry per row (and can be sliced to one row)."""
+    return isinstance(column, list | tuple) and len(column) == n

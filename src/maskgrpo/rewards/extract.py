@@ -2,19 +2,38 @@
 
 The answer of a completion is looked for, in order: the last ``\\boxed{...}`` (braces balanced),
 the last ``<answer>...</answer>`` block, the last ``#### x`` line (the GSM8K gold format), and
-finally the last number anywhere in the text.
+finally the last number anywhere in the text. A minus sign may be ASCII ``-`` or the Unicode
+minus ``−`` (U+2212), small or full-width hyphen-minus (U+FE63, U+FF0D).
+
+:func:`score_rows` applies a per-row scorer so that a completion that is not a string (``None``,
+bytes, a number: a broken generation pipeline) gets ``None`` without touching its neighbours.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Sequence
 from fractions import Fraction
+from typing import Any
+
+MINUS_SIGNS = "\u2212\ufe63\uff0d"  # read as "-"
 
 _ANSWER_TAG = re.compile(r"<answer>(.*?)</answer>", re.DOTALL)
 _HASHES = re.compile(r"####\s*([^\n]+)")
-_NUMBER = re.compile(r"-?\$?\s?\d[\d,]*(?:\.\d+)?(?:\s*/\s*\d+)?|-?\.\d+")
+_NUMBER = re.compile(
+    rf"[-{MINUS_SIGNS}]?\$?\s?\d[\d,]*(?:\.\d+)?(?:\s*/\s*\d+)?|[-{MINUS_SIGNS}]?\.\d+"
+)
 _LATEX_FRAC = re.compile(r"^\\d?frac\{\s*(-?[\d.,]+)\s*\}\{\s*(-?[\d.,]+)\s*\}$")
+_MINUS = str.maketrans(dict.fromkeys(MINUS_SIGNS, "-"))
 _WRAPPERS = re.compile(r"\\(?:text|mathrm|textbf|mbox)\{([^{}]*)\}")
+
+
+def score_rows(
+    score: Callable[..., float | None], completions: Sequence[Any], *columns: Sequence[Any]
+) -> list[float | None]:
+    """``score(completion, *row)`` for each row; ``None`` where the completion is not a string."""
+    rows = zip(completions, *columns, strict=True)
+    return [score(c, *rest) if isinstance(c, str) else None for c, *rest in rows]
 
 
 def last_boxed(text: str) -> str | None:
@@ -68,7 +87,7 @@ def normalize_number(text: str | None) -> Fraction | None:
         return None
     s = _WRAPPERS.sub(r"\1", text).strip()
     s = s.replace("$", "").replace("\\!", "").replace("\\,", "").replace("\\%", "%")
-    s = s.replace("−", "-").strip().rstrip(".").rstrip("%").strip()
+    s = s.translate(_MINUS).strip().rstrip(".").rstrip("%").strip()
     frac = _LATEX_FRAC.match(s)
     if frac:
         s = f"{frac.group(1)}/{frac.group(2)}"

@@ -6,7 +6,8 @@ format and 0.5 for an integer answer. Each part is its own function so that a
 when satisfied and 0.0 otherwise, so with unit weights the sum is the paper's reward.
 
 The gold answer comes from the ``answer`` column: either a bare number or a full GSM8K solution
-ending in ``#### x``.
+ending in ``#### x``. Every function scores row by row: a completion that is not a string gets
+``None`` (cannot be scored) and leaves the other rows alone.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import re
 from fractions import Fraction
 from typing import Any
 
-from .extract import answer_tag, extract_answer, last_boxed, normalize_number
+from .extract import answer_tag, extract_answer, last_boxed, normalize_number, score_rows
 
 CORRECT_REWARD = 2.0
 FORMAT_REWARD = 0.5
@@ -45,15 +46,16 @@ def gsm8k_correctness_reward(
 ) -> list[float | None]:
     """2.0 when the extracted final answer equals the gold number, else 0.0.
 
-    A row whose gold answer is not a number gets ``None`` (cannot be scored).
+    A row whose gold answer is not a number, or whose completion is not text, gets ``None``.
     """
     del prompts
-    return [
-        None
-        if gold_number(gold) is None
-        else (CORRECT_REWARD if answers_match(text, gold) else 0.0)
-        for text, gold in zip(completions, answer, strict=True)
-    ]
+
+    def score(text: str, gold: Any) -> float | None:
+        if gold_number(gold) is None:
+            return None
+        return CORRECT_REWARD if answers_match(text, gold) else 0.0
+
+    return score_rows(score, completions, answer)
 
 
 def has_reasoning_format(completion: str) -> bool:
@@ -75,7 +77,7 @@ def reasoning_format_reward(
 ) -> list[float | None]:
     """0.5 when the completion reasons in words and then states a marked final answer."""
     del prompts
-    return [FORMAT_REWARD if has_reasoning_format(c) else 0.0 for c in completions]
+    return score_rows(lambda c: FORMAT_REWARD if has_reasoning_format(c) else 0.0, completions)
 
 
 def integer_answer_reward(
@@ -83,5 +85,9 @@ def integer_answer_reward(
 ) -> list[float | None]:
     """0.5 when the extracted final answer is an integer (GSM8K answers always are)."""
     del prompts
-    values = (normalize_number(extract_answer(c)) for c in completions)
-    return [INTEGER_REWARD if v is not None and v.denominator == 1 else 0.0 for v in values]
+
+    def score(text: str) -> float:
+        value = normalize_number(extract_answer(text))
+        return INTEGER_REWARD if value is not None and value.denominator == 1 else 0.0
+
+    return score_rows(score, completions)

@@ -6,6 +6,11 @@ answer written in ``\\boxed{}``. Equivalence is decided by the optional ``math-v
 ``signal.alarm``, which only works in the main thread; this module always disables them
 (``parsing_timeout=None`` / ``timeout_seconds=None``) so rewards can run in worker threads. Run
 these rewards under an outer time limit if adversarial inputs are a concern.
+
+The answer of a completion is its last ``\\boxed{}`` (as for every reward here); only a
+completion without one is handed whole to ``math-verify``'s own extraction. (Given the whole
+text, ``math-verify`` would read every boxed value of it as one set.) A completion that is not a
+string gets ``None``.
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ import inspect
 from collections.abc import Callable
 from typing import Any
 
-from .extract import last_boxed
+from .extract import last_boxed, score_rows
 
 EQUIVALENT_REWARD = 2.0
 BOXED_REWARD = 0.5
@@ -49,7 +54,7 @@ def _no_timeout_kwargs(fn: Callable[..., Any], candidates: tuple[str, ...]) -> d
 
 
 def is_equivalent(completion: str, answer: str) -> bool | None:
-    """Whether the completion's final answer equals ``answer`` mathematically.
+    """Whether the completion's final answer (its last ``\\boxed{}``) equals ``answer``.
 
     Returns ``None`` when the gold answer itself cannot be parsed.
     """
@@ -57,7 +62,8 @@ def is_equivalent(completion: str, answer: str) -> bool | None:
     gold = parse(f"\\boxed{{{answer}}}", **parse_kw)
     if not gold:
         return None
-    predicted = parse(completion, **parse_kw)
+    boxed = last_boxed(completion)
+    predicted = parse(completion if boxed is None else f"\\boxed{{{boxed}}}", **parse_kw)
     if not predicted:
         return False
     return bool(verify(gold, predicted, **verify_kw))
@@ -68,14 +74,15 @@ def math_equivalence_reward(
 ) -> list[float | None]:
     """2.0 when the completion's answer is equivalent to ``answer``; ``None`` if gold unparsable."""
     del prompts
-    out: list[float | None] = []
-    for text, gold in zip(completions, answer, strict=True):
+
+    def score(text: str, gold: Any) -> float | None:
         same = is_equivalent(text, str(gold))
-        out.append(None if same is None else (EQUIVALENT_REWARD if same else 0.0))
-    return out
+        return None if same is None else (EQUIVALENT_REWARD if same else 0.0)
+
+    return score_rows(score, completions, answer)
 
 
 def boxed_format_reward(prompts: list[str], completions: list[str], **_: Any) -> list[float | None]:
     """0.5 when the completion puts a non-empty final answer in ``\\boxed{}``."""
     del prompts
-    return [BOXED_REWARD if last_boxed(c) else 0.0 for c in completions]
+    return score_rows(lambda c: BOXED_REWARD if last_boxed(c) else 0.0, completions)

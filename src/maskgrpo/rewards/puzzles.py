@@ -15,7 +15,7 @@ from collections import Counter
 from fractions import Fraction
 from typing import Any
 
-from .extract import answer_tag, last_boxed
+from .extract import answer_tag, last_boxed, score_rows
 
 _EXPRESSION = re.compile(r"[\d\s+\-*/().×÷]+")
 _OPS = {ast.Add: "+", ast.Sub: "-", ast.Mult: "*", ast.Div: "/"}
@@ -86,10 +86,11 @@ def countdown_reward(
     target: list[int],
     **_: Any,
 ) -> list[float | None]:
-    """1.0 for a valid Countdown solution, else 0.0."""
+    """1.0 for a valid Countdown solution, else 0.0 (``None`` for a completion that is not text)."""
     del prompts
-    rows = zip(completions, numbers, target, strict=True)
-    return [1.0 if countdown_correct(c, n, t) else 0.0 for c, n, t in rows]
+    return score_rows(
+        lambda c, n, t: 1.0 if countdown_correct(c, n, t) else 0.0, completions, numbers, target
+    )
 
 
 def parse_grid(completion: str) -> str | None:
@@ -120,5 +121,4 @@ def sudoku_reward(
 ) -> list[float | None]:
     """Fraction of blank 4x4 Sudoku cells solved correctly (see :func:`sudoku_score`)."""
     del prompts
-    rows = zip(completions, puzzle, solution, strict=True)
-    return [sudoku_score(c, p, s) for c, p, s in rows]
+    return score_rows(sudoku_score, completions, puzzle, solution)

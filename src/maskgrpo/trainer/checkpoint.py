@@ -47,6 +47,7 @@ from ..modality import Modality
 from ..rewards.combine import RewardResult
 from . import dist_state
 from . import distributed as dist
+from .file_checks import folder_problems
 from .grpo import Rollout, StepStats, TrainParts, TrainState
 
 __all__ = [
@@ -353,31 +354,74 @@ def _follow_latest(root: Path) -> Path:
             f"no checkpoint to resume: {pointer} does not exist; start without --resume "
             "or pass --resume PATH"
         )
-    name = pointer.read_text().strip()
+    name = pointer.read_text(errors="replace").strip()
     if not _NAME.match(name) or not (root / name / STATE_FILE).is_file():
-        raise ValueError(f"{pointer} names {name!r}, which is not a complete checkpoint in {root}")
+        raise ValueError(
+            f"{pointer} names {name[:80]!r}, which is not a complete checkpoint in {root}. "
+            + _alternatives(root, None)
+        )
     return root / name
 
 
-def read_trainer_state(folder: Path) -> dict[str, Any]:
-    """``trainer_state.json`` of a complete checkpoint; checks the files and the format."""
+def intact_checkpoints(root: Path, exclude: Path | None = None) -> list[Path]:
+    """Complete, undamaged checkpoint folders under ``root`` (oldest first), but ``exclude``."""
+    found = []
+    for folder in sorted(p for p in root.iterdir() if _NAME.match(p.name)) if root.is_dir() else []:
+        if exclude is not None and folder.resolve() == exclude.resolve():
+            continue
+        if all((folder / f).is_file() for f in (STATE_FILE, *REQUIRED)):
+            if not folder_problems(folder):
+                found.append(folder)
+    return found
+
+
+def _alternatives(root: Path, exclude: Path | None) -> str:
+    """One sentence naming the intact checkpoints to resume from instead."""
+    intact = intact_checkpoints(root, exclude)
+    if not intact:
+        return "No intact checkpoint is left there; start over with --overwrite."
+    names = ", ".join(str(p) for p in intact[-3:])
+    return f"Intact checkpoints: {names}; resume from one with --resume PATH."
+
+
+def read_trainer_state(folder: Path, kind: str = "grpo") -> dict[str, Any]:
+    """``trainer_state.json`` of a complete checkpoint of ``kind`` (``"grpo"`` or ``"sft"``).
+
+    A missing, truncated or corrupt file is a ``ValueError`` that names it and the intact
+    checkpoints beside ``folder``; so is a checkpoint of the other kind.
+    """
     missing = [f for f in (STATE_FILE, *REQUIRED) if not (folder / f).is_file()]
     if missing:
         pickles = sorted(p.name for p in folder.glob("*") if p.suffix in PICKLE_SUFFIXES)
         hint = f"; {pickles} are never unpickled" if pickles else ""
-        raise ValueError(f"checkpoint {folder} lacks {missing}{hint}; use another checkpoint")
-    record: dict[str, Any] = json.loads((folder / STATE_FILE).read_text())
-    if record.get("format") != CHECKPOINT_FORMAT:
         raise ValueError(
-            f"checkpoint {folder} has format {record.get('format')!r}; this maskgrpo reads "
+            f"checkpoint {folder} lacks {missing}{hint}. " + _alternatives(folder.parent, folder)
+        )
+    problems = folder_problems(folder)
+    if problems:
+        raise ValueError(
+            f"checkpoint {folder} is damaged: {'; '.join(problems)}. "
+            + _alternatives(folder.parent, folder)
+        )
+    record = json.loads((folder / STATE_FILE).read_text())
+    if not isinstance(record, dict) or record.get("format") != CHECKPOINT_FORMAT:
+        found = record.get("format") if isinstance(record, dict) else type(record).__name__
+        raise ValueError(
+            f"checkpoint {folder} has format {found!r} in {STATE_FILE}; this maskgrpo reads "
             f"format {CHECKPOINT_FORMAT}"
+        )
+    if record.get("kind", "grpo") != kind:
+        command = "sft" if record.get("kind") == "sft" else "train"
+        raise ValueError(
+            f"checkpoint {folder} was written by maskgrpo {command}; resume it with "
+            f"maskgrpo {command} --resume"
         )
     pickles = sorted(p.name for p in folder.iterdir() if p.suffix in PICKLE_SUFFIXES)
     if pickles:
         log.warning("ignoring %s in %s: checkpoints are never unpickled", pickles, folder)
     versions = {"torch": torch.__version__, "maskgrpo": __version__}
-    if record["versions"] != versions:
-        log.warning("checkpoint written with %s, running %s", record["versions"], versions)
+    if record.get("versions") != versions:
+        log.warning("checkpoint written with %s, running %s", record.get("versions"), versions)
     return record
 
 
@@ -427,7 +471,7 @@ def reconcile_config(cfg: TrainConfig, saved: dict[str, Any], folder: Path) -> T
             saved["seed"],
         )
         cfg = replace(cfg, seed=saved["seed"])
-    ignored = {"resume", "out_dir"}
+    ignored = {"resume", "out_dir", "overwrite"}
     for name, old in saved.items():
         new = getattr(cfg, name, old)
         if name not in ignored and new != old:

@@ -5,7 +5,9 @@ inner update and step, returns, and the caller saves a checkpoint. A second sign
 ``KeyboardInterrupt`` at once (the last complete checkpoint stays valid: saving is atomic).
 ``MASKGRPO_INTERRUPT_AT=<step>:<inner>`` requests the same stop once the loop reaches inner update
 ``inner`` (0 = right after the rollout) of step ``step`` (1-based, as in the metrics), as if
-SIGTERM had arrived; tests use it to interrupt at an exact point.
+SIGTERM had arrived; tests use it to interrupt at an exact point. SFT asks
+:meth:`StopRequest.after_step` after each optimizer step instead, where ``<step>:0`` stops once
+``step`` steps are done.
 """
 
 from __future__ import annotations
@@ -33,16 +35,23 @@ class TrainingInterrupted(Exception):
     """A signal stopped the run; ``checkpoint`` holds it and ``command`` resumes it."""
 
     def __init__(
-        self, checkpoint: Path, out_dir: Path, signum: int, position: tuple[int, int]
+        self,
+        checkpoint: Path,
+        out_dir: Path,
+        signum: int,
+        position: tuple[int, int],
+        command: str = "train",
     ) -> None:
         self.checkpoint = checkpoint
         self.signum = signum
-        config = shlex.quote(str(out_dir / "train_config.yaml"))
-        self.command = f"maskgrpo train --config {config} --resume {shlex.quote(str(checkpoint))}"
+        config = shlex.quote(str(out_dir / f"{command}_config.yaml"))
+        resume = shlex.quote(str(checkpoint))
+        self.command = f"maskgrpo {command} --config {config} --resume {resume}"
         step, inner = position
+        where = f"{step} steps" + (f" and {inner} inner updates of the next" if inner else "")
         super().__init__(
-            f"interrupted by {signal.Signals(signum).name} after {step} steps and {inner} inner "
-            f"updates of the next; checkpoint saved to {checkpoint}. Resume with:\n  {self.command}"
+            f"interrupted by {signal.Signals(signum).name} after {where}; checkpoint saved to "
+            f"{checkpoint}. Resume with:\n  {self.command}"
         )
 
 
@@ -72,6 +81,12 @@ class StopRequest:
             "(send it again to stop at once)",
             signal.Signals(signum).name,
         )
+
+    def after_step(self, steps_done: int) -> bool:
+        """For SFT: stop now (a signal arrived, or the testing hook says ``<steps_done>:0``)."""
+        if self.at is not None and self.at == (steps_done, 0):
+            self.signum = signal.SIGTERM
+        return bool(self.signum)
 
     def __call__(self, state: TrainState) -> bool:
         if (

@@ -1,15 +1,103 @@
-"""Run outputs: metrics.jsonl, TensorBoard (when installed), samples, reward-curve PNG."""
+"""Run outputs: metrics.jsonl, TensorBoard (when installed), samples, reward-curve PNG, and the
+guard that keeps a fresh run from writing over an earlier one."""
 
 from __future__ import annotations
 
 import json
 import logging
+import os
+import shutil
+import tempfile
 from pathlib import Path
 from typing import Any
 
-__all__ = ["RunLogger", "plot_curves"]
+__all__ = [
+    "RUN_FILES",
+    "RunLogger",
+    "check_not_a_training_run",
+    "check_output_dir",
+    "plot_curves",
+    "prepare_output_dir",
+]
+
+# What sft and train write into their output folder; any of these means the folder holds a run.
+RUN_FILES = (
+    "checkpoints",
+    "model",
+    "metrics.jsonl",
+    "samples.jsonl",
+    "summary.json",
+    "train_config.yaml",
+    "sft_config.yaml",
+    "reward_curve.png",
+    "tensorboard",
+)
 
 log = logging.getLogger(__name__)
+
+
+def check_output_dir(path: str | Path) -> None:
+    """``path`` is a folder, or can become one: neither a file nor under one, and writable."""
+    folder = Path(path)
+    if folder.exists() and not folder.is_dir():
+        raise ValueError(f"output folder {path} is a file; pass a folder to --out-dir")
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise ValueError(f"output folder {path} lies under the file {existing}; pass a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ValueError(f"output folder {path}: {existing} is not writable; pass another folder")
+
+
+def check_not_a_training_run(path: str | Path) -> None:
+    """Refuse ``path`` when it holds an ``sft`` or ``train`` run (for commands that would write
+    over its ``samples.jsonl``, such as a benchmark evaluation)."""
+    folder = Path(path)
+    training = ("checkpoints", "metrics.jsonl", "train_config.yaml", "sft_config.yaml")
+    found = [name for name in training if (folder / name).exists()]
+    if found:
+        raise ValueError(
+            f"output folder {path} holds a training run ({', '.join(found)}), whose files an "
+            "evaluation would overwrite; pass another --out-dir"
+        )
+
+
+def prepare_output_dir(path: str | Path, *, resume: bool, overwrite: bool) -> list[str]:
+    """Create ``path`` for a run; refuse a fresh run where one already is.
+
+    A folder holding any of :data:`RUN_FILES` holds a run: a fresh run there is refused, so that
+    nothing is overwritten, unless ``resume`` (continue it) or ``overwrite`` (delete those files
+    first, then start clean; nothing else in the folder is touched). Returns what was deleted.
+    """
+    if resume and overwrite:
+        raise ValueError("--resume and --overwrite contradict each other; pass one of them")
+    check_output_dir(path)
+    folder = Path(path)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        tempfile.TemporaryFile(dir=folder).close()
+    except OSError as err:
+        raise ValueError(
+            f"cannot write to output folder {path} ({err.strerror}); pass a writable folder"
+        ) from None
+    found = [name for name in RUN_FILES if (folder / name).exists()]
+    if not found or resume:
+        return []
+    if not overwrite:
+        raise ValueError(
+            f"output folder {path} already holds a run ({', '.join(found)}); pass --resume to "
+            "continue it from its own checkpoints, --overwrite to delete it and start over, or "
+            "another --out-dir"
+        )
+    for name in found:
+        target = folder / name
+        if target.is_dir() and not target.is_symlink():
+            shutil.rmtree(target)
+        else:
+            target.unlink()
+    log.warning("--overwrite: deleted %s from %s", ", ".join(found), path)
+    return found
 
 
 class RunLogger:

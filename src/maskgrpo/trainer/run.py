@@ -55,8 +55,9 @@ from .grpo import (
 from .hf_setup import load_for_task, lora_resume, save_state
 from .inputs import fit_prompts
 from .interrupt import StopRequest, TrainingInterrupted, handle_signals
-from .outputs import RunLogger, plot_curves, read_metrics
-from .sft import train_sft
+from .outputs import RunLogger, plot_curves, prepare_output_dir, read_metrics
+from .sft import TaskBatches
+from .sft_checkpoint import resumable_sft
 
 __all__ = ["run_eval", "run_generate", "run_sft", "run_train", "setup"]
 
@@ -146,18 +147,23 @@ def export_model(policy: Policy, out_dir: Path, name: str) -> Path:
 
 
 def run_sft(cfg: SFTConfig) -> dict[str, Any]:
-    """SFT the policy on the task's train split; saves ``<out_dir>/model``."""
+    """SFT the policy on the task's train split; saves ``<out_dir>/model``.
+
+    ``cfg.resume`` continues an interrupted run exactly; SIGINT/SIGTERM stop it with a
+    checkpoint (:class:`TrainingInterrupted`).
+    """
     if not is_tiny_model(cfg.model):
         raise ValueError(
             f"maskgrpo sft trains the built-in tiny model, not model={cfg.model!r}; "
             "use --model tiny or a saved tiny-model folder"
         )
+    out = Path(cfg.out_dir)
+    prepare_output_dir(out, resume=bool(cfg.resume), overwrite=cfg.overwrite)
     s = setup(cfg, cfg.seed, cfg.task, cfg.task_seed, cfg.device, None)
     if not isinstance(s.modality, TextModality):  # tiny models always get the text modality
         raise TypeError(f"SFT needs the tiny model's text modality, not {type(s.modality)}")
-    out = Path(cfg.out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    _write_yaml(cfg, out / "sft_config.yaml")
+    saved_cfg = dataclasses.replace(cfg, resume="", overwrite=False)
+    _write_yaml(saved_cfg, out / "sft_config.yaml")
     logger = RunLogger(out, tensorboard=False)
     bar = tqdm(total=cfg.steps, desc="sft", disable=None)
 
@@ -166,28 +172,31 @@ def run_sft(cfg: SFTConfig) -> dict[str, Any]:
         bar.update(cfg.log_every)
         bar.set_postfix(loss=f"{loss:.3f}")
 
+    def on_resume(step: int) -> None:
+        logger.truncate(step)
+        bar.update(step - step % cfg.log_every)
+
     t0 = time.time()
-    losses = train_sft(
-        s.policy.model,
-        s.modality,
-        s.task.train,
-        gen_length=s.settings.gen_length,
-        steps=cfg.steps,
-        batch_size=cfg.batch_size,
-        lr=cfg.lr,
-        seed=cfg.seed,
-        warmup_steps=cfg.warmup_steps,
-        weight_decay=cfg.weight_decay,
-        min_mask_ratio=cfg.min_mask_ratio,
-        log_every=cfg.log_every,
-        on_log=on_log,
-    )
-    bar.close()
+    model = s.policy.model
+    batches = TaskBatches(
+        s.modality, s.task.train, gen_length=s.settings.gen_length, batch_size=cfg.batch_size,
+        seed=cfg.seed, device=s.device, min_mask_ratio=cfg.min_mask_ratio,
+    )  # fmt: skip
+    try:
+        losses = resumable_sft(
+            model, batches, lambda step: batches.loss(model), out=out, resume=cfg.resume,
+            config=dataclasses.asdict(saved_cfg), write_model=lambda d: save_policy(s.policy, d),
+            steps=cfg.steps, lr=cfg.lr, warmup_steps=cfg.warmup_steps,
+            weight_decay=cfg.weight_decay, log_every=cfg.log_every, on_log=on_log,
+            on_resume=on_resume,
+        )  # fmt: skip
+    finally:
+        bar.close()
+        logger.close()
     save_policy(s.policy, out / "model")
-    logger.close()
     return {
-        "first_loss": losses[0],
-        "last_loss": losses[-1],
+        "first_loss": losses[0] if losses else None,
+        "last_loss": losses[-1] if losses else None,
         "seconds": time.time() - t0,
         "model": str(out / "model"),
     }
@@ -202,6 +211,8 @@ def run_train(cfg: TrainConfig, *, policy: Policy | None = None) -> dict[str, An
     cfg = lora_resume(cfg)  # --resume <LoRA output folder>: a new run continuing its adapter
     device = _process_device(cfg.device)  # also joins an accelerate launch's process group
     main = dist.is_main()  # only the main process writes files
+    if main:
+        prepare_output_dir(cfg.out_dir, resume=bool(cfg.resume), overwrite=cfg.overwrite)
     resume_from = resolve_checkpoint(cfg.resume, Path(cfg.out_dir)) if cfg.resume else None
     if resume_from is not None:
         cfg = reconcile_config(cfg, read_trainer_state(resume_from)["config"], resume_from)
@@ -212,7 +223,7 @@ def run_train(cfg: TrainConfig, *, policy: Policy | None = None) -> dict[str, An
     out = Path(cfg.out_dir)
     if main:
         out.mkdir(parents=True, exist_ok=True)
-        _write_yaml(dataclasses.replace(cfg, resume=""), out / "train_config.yaml")
+        _write_yaml(dataclasses.replace(cfg, resume="", overwrite=False), out / "train_config.yaml")
     rows = s.task.train  # a Hugging Face modality's prompt width already fits every prompt
     if isinstance(s.modality, TextModality):
         width = s.modality.prompt_width

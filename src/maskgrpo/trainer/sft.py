@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -27,7 +28,7 @@ from ..logprobs import token_logprobs
 from ..modality import TextModality
 from ..rng import derive_generator
 
-__all__ = ["sft_loop", "sft_loss", "train_sft"]
+__all__ = ["SFTState", "TaskBatches", "sft_loop", "sft_loss", "sft_state", "train_sft"]
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +86,60 @@ def lr_lambda(warmup: int, total: int, schedule: str = "cosine") -> Callable[[in
     return fn
 
 
+class TaskBatches:
+    """The batches of :func:`train_sft`: a fresh permutation of the rows per epoch, and one
+    mask generator; :meth:`state_dict` holds where both are, so a resumed run draws the same."""
+
+    def __init__(
+        self,
+        modality: TextModality,
+        rows: list[dict[str, Any]],
+        *,
+        gen_length: int,
+        batch_size: int,
+        seed: int,
+        device: torch.device,
+        min_mask_ratio: float = 0.0,
+    ) -> None:
+        self.modality, self.rows, self.gen_length = modality, rows, gen_length
+        self.batch_size, self.device, self.min_mask_ratio = batch_size, device, min_mask_ratio
+        self.data_gen = derive_generator(seed, "sft-data")
+        self.mask_gen = derive_generator(seed, "sft-mask", device=device)
+        self.order = torch.randperm(len(rows), generator=self.data_gen).tolist()
+        self.cursor = 0
+
+    def loss(self, model: nn.Module) -> Tensor:
+        """The loss of the next batch."""
+        if self.cursor + self.batch_size > len(self.order):
+            self.order = torch.randperm(len(self.rows), generator=self.data_gen).tolist()
+            self.cursor = 0
+        batch = [self.rows[i] for i in self.order[self.cursor : self.cursor + self.batch_size]]
+        self.cursor += self.batch_size
+        return sft_loss(
+            model,
+            self.modality.encode_prompts([r["prompt"] for r in batch], self.device),
+            self.modality.encode_completions(
+                [r["answer"] for r in batch], self.gen_length, self.device
+            ),
+            mask_id=self.modality.spec.mask_id,
+            generator=self.mask_gen,
+            min_mask_ratio=self.min_mask_ratio,
+        )
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "data_gen": self.data_gen.get_state(),
+            "mask_gen": self.mask_gen.get_state(),
+            "order": list(self.order),
+            "cursor": self.cursor,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.data_gen.set_state(state["data_gen"].cpu())
+        self.mask_gen.set_state(state["mask_gen"].cpu())
+        self.order, self.cursor = [int(i) for i in state["order"]], int(state["cursor"])
+
+
 def train_sft(
     model: nn.Module,
     modality: TextModality,
@@ -107,32 +162,40 @@ def train_sft(
 
     ``should_stop(steps_done)`` is asked after every step; training ends early when it says yes.
     """
-    device = next(model.parameters()).device
-    data_gen = derive_generator(seed, "sft-data")
-    mask_gen = derive_generator(seed, "sft-mask", device=device)
-    order = torch.randperm(len(rows), generator=data_gen).tolist()
-    cursor = 0
-
-    def step_loss(step: int) -> Tensor:
-        nonlocal order, cursor
-        if cursor + batch_size > len(order):
-            order, cursor = torch.randperm(len(rows), generator=data_gen).tolist(), 0
-        batch = [rows[i] for i in order[cursor : cursor + batch_size]]
-        cursor += batch_size
-        return sft_loss(
-            model,
-            modality.encode_prompts([r["prompt"] for r in batch], device),
-            modality.encode_completions([r["answer"] for r in batch], gen_length, device),
-            mask_id=modality.spec.mask_id,
-            generator=mask_gen,
-            min_mask_ratio=min_mask_ratio,
-        )
-
+    batches = TaskBatches(
+        modality, rows, gen_length=gen_length, batch_size=batch_size, seed=seed,
+        device=next(model.parameters()).device, min_mask_ratio=min_mask_ratio,
+    )  # fmt: skip
     return sft_loop(
-        model, step_loss, steps=steps, lr=lr, warmup_steps=warmup_steps,
+        model, lambda step: batches.loss(model), steps=steps, lr=lr, warmup_steps=warmup_steps,
         weight_decay=weight_decay, schedule=schedule, log_every=log_every, on_log=on_log,
         should_stop=should_stop,
     )  # fmt: skip
+
+
+@dataclass
+class SFTState:
+    """Where an SFT run is: optimizer, schedule, steps done and their losses."""
+
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LambdaLR
+    step: int = 0
+    losses: list[float] = field(default_factory=list)
+
+
+def sft_state(
+    model: nn.Module,
+    *,
+    steps: int,
+    lr: float,
+    warmup_steps: int = 50,
+    weight_decay: float = 0.01,
+    schedule: str = "cosine",
+) -> SFTState:
+    """A fresh :class:`SFTState`: AdamW and its warmup + schedule, no step done."""
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(warmup_steps, steps, schedule))
+    return SFTState(opt, sched)
 
 
 def sft_loop(
@@ -147,26 +210,32 @@ def sft_loop(
     log_every: int = 50,
     on_log: Callable[[int, float], None] | None = None,
     should_stop: Callable[[int], bool] | None = None,
+    state: SFTState | None = None,
 ) -> list[float]:
     """The optimisation loop shared by text and image SFT: AdamW, warmup + schedule, clip 1.0.
 
-    ``step_loss(step)`` draws the step's batch and returns its loss. Returns every step's loss.
+    ``step_loss(step)`` draws the step's batch and returns its loss. ``state`` (from
+    :func:`sft_state`, possibly loaded from a checkpoint) continues a run from ``state.step``;
+    it is updated in place. Returns every step's loss (of the whole run, with ``state``).
     """
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(warmup_steps, steps, schedule))
-    losses: list[float] = []
+    if state is None:
+        state = sft_state(
+            model, steps=steps, lr=lr, warmup_steps=warmup_steps, weight_decay=weight_decay,
+            schedule=schedule,
+        )  # fmt: skip
     model.train()
-    for step in range(steps):
+    for step in range(state.step, steps):
         loss = step_loss(step)
-        opt.zero_grad(set_to_none=True)
+        state.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        sched.step()
-        losses.append(loss.item())
-        if on_log is not None and (step + 1) % log_every == 0:
-            on_log(step + 1, sum(losses[-log_every:]) / log_every)
-        if should_stop is not None and should_stop(step + 1):
+        state.optimizer.step()
+        state.scheduler.step()
+        state.losses.append(loss.item())
+        state.step = step + 1
+        if on_log is not None and state.step % log_every == 0:
+            on_log(state.step, sum(state.losses[-log_every:]) / log_every)
+        if should_stop is not None and should_stop(state.step):
             break
     model.eval()
-    return losses
+    return state.losses
