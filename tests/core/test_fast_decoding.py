@@ -200,3 +200,60 @@ def test_fast_options_are_validated(tiny_model) -> None:
         generate(tiny_model, prompts, parallel_threshold=0.9, remasking="emerge", **KW)
     with pytest.raises(ValueError, match="kv_cache_refresh"):
         generate(tiny_model, prompts, kv_cache="dual", kv_cache_refresh=-1, **KW)
+
+
+def test_config_fields_are_validated_and_reach_the_sampler() -> None:
+    from maskgrpo.config import DemoConfig, EvalConfig, GenerateConfig, TrainConfig
+    from maskgrpo.trainer.grpo import sampler_settings
+
+    for cls in (TrainConfig, GenerateConfig, EvalConfig):
+        with pytest.raises(ValueError, match="kv_cache='full'"):
+            cls(kv_cache="full").validate()
+        with pytest.raises(ValueError, match="parallel_threshold"):
+            cls(parallel_threshold=1.5).validate()
+        with pytest.raises(ValueError, match="remasking=low_confidence"):
+            cls(parallel_threshold=0.9, remasking="emerge").validate()
+        with pytest.raises(ValueError, match="kv_cache_refresh"):
+            cls(kv_cache_refresh=-1).validate()
+    with pytest.raises(ValueError, match="kv_cache"):
+        DemoConfig(kv_cache="full").validate()
+    cfg = TrainConfig(kv_cache="dual", parallel_threshold=0.9, kv_cache_refresh=2)
+    cfg.validate()
+    settings = sampler_settings(cfg, 4)
+    assert (settings.kv_cache, settings.parallel_threshold, settings.kv_cache_refresh) == (
+        "dual",
+        0.9,
+        2,
+    )
+
+
+def test_the_demo_and_the_modality_pass_the_options_on(
+    tiny_model, spec, tokenizer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import maskgrpo.modality as modality_module
+    from maskgrpo.config import DemoConfig
+    from maskgrpo.demo import demo_train_config
+    from maskgrpo.modality import TextModality
+    from maskgrpo.trainer.grpo import sampler_settings
+
+    train = demo_train_config(DemoConfig(kv_cache="dual", parallel_threshold=0.9))
+    settings = sampler_settings(train, 4)
+    seen: dict[str, object] = {}
+    real = modality_module.generate
+
+    def spy(*args: object, **kwargs: object) -> object:
+        seen.update(kwargs)
+        return real(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(modality_module, "generate", spy)
+    text = TextModality(tokenizer, spec, prompt_width=5)
+    ids = text.encode_prompts(["1+2=", "3="], torch.device("cpu"))
+    text.rollout(tiny_model, ids, settings, torch.Generator().manual_seed(0))
+    assert (seen["kv_cache"], seen["parallel_threshold"], seen["kv_cache_refresh"]) == (
+        "dual",
+        0.9,
+        0,
+    )
+    exact = sampler_settings(demo_train_config(DemoConfig()), 4)
+    text.rollout(tiny_model, ids, exact, torch.Generator().manual_seed(0))
+    assert (seen["kv_cache"], seen["parallel_threshold"]) == ("none", None)
