@@ -59,14 +59,23 @@ LLADA_MASK, LLADA_PAD = 126_336, 126_081  # LLaDA-8B's <|mdm_mask|> and <|endoft
 REMOTE = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "remote_models"
 
 
-def modes(threshold: float) -> dict[str, dict[str, Any]]:
-    """The fast modes: name -> extra arguments of :func:`generate`."""
-    return {
-        "block-local": {},
-        "+ prefix cache": {"kv_cache": "prefix"},
-        "+ dual cache": {"kv_cache": "dual"},
-        "+ dual cache + parallel": {"kv_cache": "dual", "parallel_threshold": threshold},
+MODE_NAMES = {
+    "local": "block-local",
+    "prefix": "+ prefix cache",
+    "dual": "+ dual cache",
+    "dual-parallel": "+ dual cache + parallel",
+}
+
+
+def modes(threshold: float, chosen: list[str]) -> dict[str, dict[str, Any]]:
+    """The fast modes: name -> extra arguments of :func:`generate` (block-local always)."""
+    every = {
+        "local": {},
+        "prefix": {"kv_cache": "prefix"},
+        "dual": {"kv_cache": "dual"},
+        "dual-parallel": {"kv_cache": "dual", "parallel_threshold": threshold},
     }
+    return {MODE_NAMES[k]: v for k, v in every.items() if k == "local" or k in chosen}
 
 
 @torch.inference_mode()
@@ -82,7 +91,8 @@ def today_generate(
     generator: torch.Generator,
     max_steps: int | None = None,
 ) -> tuple[Tensor, list[float]]:
-    """The low-confidence sampler before block-local sampling; ``(sequences, seconds per step)``.
+    """The low-confidence sampler before block-local sampling; ``(sequences, per-step times)``,
+    each time ``(wall, cpu)`` seconds.
 
     Every step: logits over the whole sequence, the mask id (and ids beyond the tokenizer)
     banned, float64 Gumbel-max and softmax over every position, the ``k`` most confident masked
@@ -96,14 +106,14 @@ def today_generate(
         keep = torch.cat([keep, keep.new_ones((batch, gen_length))], dim=1)
     per_block = steps // (gen_length // block_length)
     counts = transfer_schedule(block_length, per_block)
-    times: list[float] = []
+    times: list[tuple[float, float]] = []
     for blk in range(gen_length // block_length):
         lo, hi = width + blk * block_length, width + (blk + 1) * block_length
         for s in range(per_block):
             if max_steps is not None and len(times) == max_steps:
                 return x, times
             _sync()
-            start = time.perf_counter()
+            start, cpu = time.perf_counter(), time.process_time()
             masked = torch.zeros_like(x, dtype=torch.bool)
             masked[:, lo:hi] = x[:, lo:hi] == mask_id
             logits = call.logits(x, keep)  # (B, P + L, V)
@@ -115,7 +125,7 @@ def today_generate(
             commit = _topk_by_row(score, torch.full((batch,), counts[s])) & masked
             x = torch.where(commit, drawn, x)
             _sync()
-            times.append(time.perf_counter() - start)
+            times.append((time.perf_counter() - start, time.process_time() - cpu))
     return x, times
 
 
@@ -131,12 +141,14 @@ def _seeded(repeat: int) -> torch.Generator:
     return torch.Generator(device=DEVICE).manual_seed(1000 + repeat)
 
 
-def _timed(fn: Callable[[], Any]) -> tuple[float, Any]:
+def _timed(fn: Callable[[], Any]) -> tuple[tuple[float, float], Any]:
+    """``((wall, cpu) seconds, fn())``: CPU time of this process (one thread) is less sensitive
+    than wall time to other processes sharing the cores."""
     _sync()
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     out = fn()
     _sync()
-    return time.perf_counter() - start, out
+    return (time.perf_counter() - start, time.process_time() - cpu), out
 
 
 # ----------------------------------------------------------------------------- models
@@ -234,13 +246,14 @@ def measure(
     repeats: int,
     today_steps: int | None,
     threshold: float,
+    chosen: list[str],
 ) -> dict[str, Any]:
     """Interleaved repeats of every mode at every temperature; medians, passes, agreement."""
-    fast = modes(threshold)
+    fast = modes(threshold, chosen)
     width = prompts.shape[1]
     tokens = prompts.shape[0] * settings["gen_length"]
     total_steps = settings["steps"]
-    seconds: dict[tuple[str, float], list[float]] = {}
+    seconds: dict[tuple[str, float], list[tuple[float, float]]] = {}
     passes: dict[tuple[str, float], tuple[int, int]] = {}
     greedy: dict[str, Tensor] = {}
     for r in range(repeats):
@@ -252,8 +265,9 @@ def measure(
                 )
             )  # fmt: skip
             # truncated: the median step times the step count; else the whole call's time
-            whole = statistics.median(steps) * total_steps if today_steps else took
-            seconds.setdefault(("today", t), []).append(whole)
+            if today_steps:
+                took = tuple(statistics.median(c[i] for c in steps) * total_steps for i in (0, 1))
+            seconds.setdefault(("today", t), []).append(took)
             if t == 0 and r == 0:
                 greedy["today"] = out[:, width:]
             for name, extra in fast.items():
@@ -268,19 +282,25 @@ def measure(
                 if t == 0 and r == 0:
                     greedy[name] = sample.completions
             print(f"repeat {r} T={t}: " + ", ".join(
-                f"{k[0]} {v[-1]:.2f}s" for k, v in seconds.items() if k[1] == t
+                f"{k[0]} {v[-1][0]:.2f}s ({v[-1][1]:.2f}s cpu)"
+                for k, v in seconds.items() if k[1] == t
             ), flush=True)  # fmt: skip
     rows = []
     for (name, t), times in seconds.items():  # the tiny model: today ran whole generations
-        median = statistics.median(times)
-        today = statistics.median(seconds[("today", t)])
+        median = statistics.median(w for w, _ in times)
+        median_cpu = statistics.median(c for _, c in times)
+        today = statistics.median(w for w, _ in seconds[("today", t)])
+        today_cpu = statistics.median(c for _, c in seconds[("today", t)])
         row = {
             "mode": name,
             "temperature": t,
-            "seconds": times,
+            "seconds": [w for w, _ in times],
+            "cpu_seconds": [c for _, c in times],
             "median_s": median,
+            "median_cpu_s": median_cpu,
             "tokens_per_s": tokens / median,
             "speedup_vs_today": today / median,
+            "speedup_vs_today_cpu": today_cpu / median_cpu,
             "forward_passes": passes.get((name, t), (total_steps, total_steps))[0],
             "full_passes": passes.get((name, t), (total_steps, total_steps))[1],
         }
@@ -311,15 +331,17 @@ def table(result: dict[str, Any], title: str) -> str:
     lines = [
         f"#### {title}",
         "",
-        "| mode | T | tokens/s | x today | passes (full) | greedy agreement (tokens / rows) |",
-        "|---|---|---|---|---|---|",
+        "| mode | T | tokens/s | x today (wall) | x today (CPU time) | passes (full) "
+        "| greedy agreement (tokens / rows) |",
+        "|---|---|---|---|---|---|---|",
     ]
     for row in sorted(result["rows"], key=lambda r: (r["temperature"], -r["median_s"])):
         agree = row.get("agreement", {})
         shown = f"{agree['tokens']:.3f} / {agree['rows']:.3f}" if "tokens" in agree else "-"
         lines.append(
             f"| {row['mode']} | {row['temperature']:g} | {row['tokens_per_s']:.1f} | "
-            f"{row['speedup_vs_today']:.1f}x | {row['forward_passes']} ({row['full_passes']}) | "
+            f"{row['speedup_vs_today']:.1f}x | {row['speedup_vs_today_cpu']:.1f}x | "
+            f"{row['forward_passes']} ({row['full_passes']}) | "
             f"{shown} |"
         )
     return "\n".join(lines)
@@ -331,6 +353,11 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--today-steps", type=int, default=2, help="mid-size: steps of `today` timed")
     p.add_argument("--threshold", type=float, default=0.9)
+    p.add_argument(
+        "--modes",
+        default="prefix,dual,dual-parallel",
+        help="fast modes besides block-local: prefix, dual, dual-parallel (comma-separated)",
+    )
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--tiny-model", default="", help="a demo run's base_model folder")
     p.add_argument("--remote-models", default=str(REMOTE))
@@ -345,11 +372,15 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     results: dict[str, Any] = {"threads": args.threads, "threshold": args.threshold}
     results |= {"device": args.device, "dtype": args.dtype}
+    chosen = [m for m in args.modes.split(",") if m]
+    unknown = [m for m in chosen if m not in MODE_NAMES]
+    if unknown:
+        p.error(f"--modes: unknown {unknown}; choose from {sorted(MODE_NAMES)}")
     if args.part in ("tiny", "both"):
         model, prompts, mask_id, settings = tiny_setup(args.tiny_model)
         results["tiny"] = measure(
             model, prompts, mask_id, settings, temperatures=(0.0, 1.0),
-            repeats=args.repeats, today_steps=None, threshold=args.threshold,
+            repeats=args.repeats, today_steps=None, threshold=args.threshold, chosen=chosen,
         )  # fmt: skip
         results["tiny"]["settings"] = {**settings, "batch": prompts.shape[0]}
         print(table(results["tiny"], "tiny demo model"), flush=True)
@@ -366,7 +397,7 @@ def main() -> None:
         results["mid"] = measure(
             model, prompts, cfg.mask_token_id, settings, temperatures=(0.0, 1.0),
             repeats=1 if args.quick else args.repeats, today_steps=args.today_steps,
-            threshold=args.threshold,
+            threshold=args.threshold, chosen=chosen,
         )  # fmt: skip
         exact = torch.tensor(results["mid"]["greedy"]["block-local"])
         same = check_today_first_block(model, prompts, cfg.mask_token_id, settings, exact)
