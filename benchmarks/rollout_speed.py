@@ -2,7 +2,7 @@
 
 One run times, side by side, on one CPU thread (``--threads``):
 
-- ``today``: the sampler as it was before block-local sampling (kept here as a function): the
+- ``previous``: the sampler as it was before block-local sampling (kept here as a function): the
   LM head over every position, float64 Gumbel noise and the softmax over the whole
   ``(B, P + L, V)`` logits, every step;
 - ``block-local``: :func:`maskgrpo.sampling.llada.generate`, exact (head, noise and softmax at
@@ -18,14 +18,16 @@ at the paper's settings: prompts of 192-200 tokens (left-padded), 256 generated 
 blocks of 32, 128 steps, batch 4. Tokens/s = generated tokens / wall time.
 
 How it is measured: every mode runs once per repeat, the modes interleaved in each repeat (so
-load on the shared machine hits them alike), medians over repeats. ``today`` costs the same at
-every step (the same full computation whatever is masked), and a full generation of the
-mid-size model with it takes more than an hour at T=1, so on that model it is timed over
-``--today-steps`` steps per repeat and its generation time is that median step time times the
-step count; on the tiny model it runs whole generations like the rest. Greedy agreement: at
-T=0 each mode's completion tokens against exact decoding (block-local, which returns
-``today``'s tokens at T=0: checked on the tiny model's whole generation and on the mid-size
-model's first ``--today-steps`` steps), and the fraction of rows whose completion is identical.
+load on the shared machine hits them alike), medians over repeats; wall time and the process's
+CPU time (one thread: less sensitive to other processes sharing the cores) are both recorded.
+``previous`` costs the same at every step (the same full computation whatever is masked), and
+a full generation of the mid-size model with it takes more than an hour at T=1, so on that
+model it is timed over ``--previous-steps`` steps per repeat and its generation time is that
+median step time times the step count; on the tiny model it runs whole generations like the
+rest. Greedy agreement: at T=0 each mode's completion tokens against exact decoding
+(block-local, which returns ``previous``'s tokens at T=0: checked on the tiny model's whole
+generation and on the mid-size model's first block), and the fraction of rows whose completion
+is identical.
 
 On a GPU (``--device cuda --dtype bfloat16 --size 1b``) the LLaDA-shaped model has 12 layers
 of width 2048 (about 1.2B parameters) and the same settings; times are taken after a CUDA
@@ -79,7 +81,7 @@ def modes(threshold: float, chosen: list[str]) -> dict[str, dict[str, Any]]:
 
 
 @torch.inference_mode()
-def today_generate(
+def previous_generate(
     model: nn.Module,
     prompt_ids: Tensor,
     *,
@@ -244,7 +246,7 @@ def measure(
     *,
     temperatures: tuple[float, ...],
     repeats: int,
-    today_steps: int | None,
+    previous_steps: int | None,
     threshold: float,
     chosen: list[str],
 ) -> dict[str, Any]:
@@ -259,17 +261,17 @@ def measure(
     for r in range(repeats):
         for t in temperatures:
             took, (out, steps) = _timed(
-                lambda t=t, r=r: today_generate(
+                lambda t=t, r=r: previous_generate(
                     model, prompts, mask_id=mask_id, temperature=t, generator=_seeded(r),
-                    max_steps=today_steps, **settings,
+                    max_steps=previous_steps, **settings,
                 )
             )  # fmt: skip
             # truncated: the median step times the step count; else the whole call's time
-            if today_steps:
+            if previous_steps:
                 took = tuple(statistics.median(c[i] for c in steps) * total_steps for i in (0, 1))
-            seconds.setdefault(("today", t), []).append(took)
+            seconds.setdefault(("previous", t), []).append(took)
             if t == 0 and r == 0:
-                greedy["today"] = out[:, width:]
+                greedy["previous"] = out[:, width:]
             for name, extra in fast.items():
                 took, sample = _timed(
                     lambda t=t, r=r, extra=extra: generate(
@@ -286,11 +288,11 @@ def measure(
                 for k, v in seconds.items() if k[1] == t
             ), flush=True)  # fmt: skip
     rows = []
-    for (name, t), times in seconds.items():  # the tiny model: today ran whole generations
+    for (name, t), times in seconds.items():  # the tiny model: previous ran whole generations
         median = statistics.median(w for w, _ in times)
         median_cpu = statistics.median(c for _, c in times)
-        today = statistics.median(w for w, _ in seconds[("today", t)])
-        today_cpu = statistics.median(c for _, c in seconds[("today", t)])
+        previous = statistics.median(w for w, _ in seconds[("previous", t)])
+        previous_cpu = statistics.median(c for _, c in seconds[("previous", t)])
         row = {
             "mode": name,
             "temperature": t,
@@ -299,31 +301,31 @@ def measure(
             "median_s": median,
             "median_cpu_s": median_cpu,
             "tokens_per_s": tokens / median,
-            "speedup_vs_today": today / median,
-            "speedup_vs_today_cpu": today_cpu / median_cpu,
+            "speedup_vs_previous": previous / median,
+            "speedup_vs_previous_cpu": previous_cpu / median_cpu,
             "forward_passes": passes.get((name, t), (total_steps, total_steps))[0],
             "full_passes": passes.get((name, t), (total_steps, total_steps))[1],
         }
-        if t == 0 and name in greedy and not (today_steps and name == "today"):
+        if t == 0 and name in greedy and not (previous_steps and name == "previous"):
             row["agreement"] = agreement(greedy[name], greedy["block-local"])
         rows.append(row)
     return {"rows": rows, "greedy": {k: v.cpu().tolist() for k, v in greedy.items()}}
 
 
-def check_today_first_block(
+def check_previous_first_block(
     model: nn.Module, prompts: Tensor, mask_id: int, settings: dict[str, int], exact: Tensor
 ) -> float:
-    """Greedy: the share of the first block's tokens ``today`` commits as block-local decoding
+    """Greedy: the share of the first block's tokens ``previous`` commits as block-local decoding
     did (``exact``: its completions); a block's tokens are final once the block is done."""
     per_block = settings["steps"] // (settings["gen_length"] // settings["block_length"])
     gen = torch.Generator(device=DEVICE).manual_seed(0)
-    today, _ = today_generate(
+    previous, _ = previous_generate(
         model, prompts, mask_id=mask_id, temperature=0.0, generator=gen, max_steps=per_block,
         **settings,
     )  # fmt: skip
     block = settings["block_length"]
     width = prompts.shape[1]
-    first = today[:, width : width + block].cpu()
+    first = previous[:, width : width + block].cpu()
     return float((first == exact[:, :block]).float().mean())
 
 
@@ -331,7 +333,7 @@ def table(result: dict[str, Any], title: str) -> str:
     lines = [
         f"#### {title}",
         "",
-        "| mode | T | tokens/s | x today (wall) | x today (CPU time) | passes (full) "
+        "| mode | T | tokens/s | x previous (wall) | x previous (CPU time) | passes (full) "
         "| greedy agreement (tokens / rows) |",
         "|---|---|---|---|---|---|---|",
     ]
@@ -340,7 +342,7 @@ def table(result: dict[str, Any], title: str) -> str:
         shown = f"{agree['tokens']:.3f} / {agree['rows']:.3f}" if "tokens" in agree else "-"
         lines.append(
             f"| {row['mode']} | {row['temperature']:g} | {row['tokens_per_s']:.1f} | "
-            f"{row['speedup_vs_today']:.1f}x | {row['speedup_vs_today_cpu']:.1f}x | "
+            f"{row['speedup_vs_previous']:.1f}x | {row['speedup_vs_previous_cpu']:.1f}x | "
             f"{row['forward_passes']} ({row['full_passes']}) | "
             f"{shown} |"
         )
@@ -351,7 +353,9 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--part", choices=("tiny", "mid", "both"), default="both")
     p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--today-steps", type=int, default=2, help="mid-size: steps of `today` timed")
+    p.add_argument(
+        "--previous-steps", type=int, default=2, help="mid-size: steps of `previous` timed"
+    )
     p.add_argument("--threshold", type=float, default=0.9)
     p.add_argument(
         "--modes",
@@ -380,7 +384,7 @@ def main() -> None:
         model, prompts, mask_id, settings = tiny_setup(args.tiny_model)
         results["tiny"] = measure(
             model, prompts, mask_id, settings, temperatures=(0.0, 1.0),
-            repeats=args.repeats, today_steps=None, threshold=args.threshold, chosen=chosen,
+            repeats=args.repeats, previous_steps=None, threshold=args.threshold, chosen=chosen,
         )  # fmt: skip
         results["tiny"]["settings"] = {**settings, "batch": prompts.shape[0]}
         print(table(results["tiny"], "tiny demo model"), flush=True)
@@ -396,18 +400,20 @@ def main() -> None:
         settings = {"gen_length": gen_length, "steps": steps, "block_length": block}
         results["mid"] = measure(
             model, prompts, cfg.mask_token_id, settings, temperatures=(0.0, 1.0),
-            repeats=1 if args.quick else args.repeats, today_steps=args.today_steps,
+            repeats=1 if args.quick else args.repeats, previous_steps=args.previous_steps,
             threshold=args.threshold, chosen=chosen,
         )  # fmt: skip
         exact = torch.tensor(results["mid"]["greedy"]["block-local"])
-        same = check_today_first_block(model, prompts, cfg.mask_token_id, settings, exact)
-        results["mid"]["today_first_block_agreement"] = same
+        same = check_previous_first_block(model, prompts, cfg.mask_token_id, settings, exact)
+        results["mid"]["previous_first_block_agreement"] = same
         results["mid"]["settings"] = {
             **settings, "batch": 4, "prompt_width": prompt, "layers": layers, "width": width,
             "vocab": vocab, "parameters": sum(p.numel() for p in model.parameters()),
         }  # fmt: skip
         print(table(results["mid"], "mid-size LLaDA-shaped model"), flush=True)
-        print(f"greedy, first block: today's tokens equal block-local's at {same:.3f}")
+        print(
+            f"greedy, first block: the previous sampler's tokens equal block-local's at {same:.3f}"
+        )
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=1))
 
