@@ -29,11 +29,14 @@ from maskgrpo.trainer.run import _reward_set, setup
 
 out = sys.argv[1]
 dist.accelerator()
-cfg = TrainConfig(steps=1, prompts_per_step=2, group_size=2, mu=2, beta=0.0, dim=32, n_layers=1,
-                  n_heads=2, device="cpu", temperature=1.0, lr=1e-2)
+rank, world = dist.rank_world()
+# The same 4 rollouts: 2 rows x 2 micro-batches on one process, 2 rows x 1 on each of two.
+cfg = TrainConfig(max_steps=1, per_device_train_batch_size=2,
+                  gradient_accumulation_steps=2 // world, num_generations=2, num_iterations=2,
+                  beta=0.0, dim=32, n_layers=1, n_heads=2, device="cpu", temperature=1.0,
+                  learning_rate=1e-2)
 cfg.validate()
 s = setup(cfg, cfg.seed, cfg.task, cfg.task_seed, "cpu", cfg)
-rank, world = dist.rank_world()
 
 def on_step(metrics, rollout):
     record = {"seqs": rollout.sequences, "loss": metrics["loss"], "world": world}
@@ -129,20 +132,22 @@ def test_two_gloo_processes_match_one_process(tmp_path: Path) -> None:
         assert abs(r["loss"] - single["loss"]) < 1e-5  # same first-step loss (global)
 
 
-TRAIN = "train --steps 1 --prompts-per-step 2 --group-size 2 --mu 1 --beta 0.01 --dim 32 "
-TRAIN += "--n-layers 1 --n-heads 2 --lr 1e-2 --sample-every 1 --save-every 1 --out-dir"
+TRAIN = "train --max-steps 1 --per-device-train-batch-size 2 --num-generations 2 "
+TRAIN += "--num-iterations 1 --beta 0.01 --dim 32 --n-layers 1 --n-heads 2 --learning-rate 1e-2 "
+TRAIN += "--sample-every 1 --save-steps 1 --gradient-accumulation-steps"
 
 
 def test_cli_train_under_accelerate_launch_matches_one_process(tmp_path: Path) -> None:
     """``accelerate launch -m maskgrpo.cli train`` unchanged: 2 processes, 1 writer, same step.
 
-    ``mu=1``: the logged loss is the one before any optimizer step. (After one, Adam's first
+    ``num_iterations=1``: the logged loss is the one before any optimizer step. (After one, Adam's first
     update divides the near-zero KL gradient by its own magnitude, which amplifies rounding
     differences between the wrapped full-logits and the trunk/head log-prob paths.)
     """
     one, two = tmp_path / "one", tmp_path / "two"
-    _launch(one, None, 1, [*TRAIN.split(), str(one)])
-    done = _launch(two, None, 2, [*TRAIN.split(), str(two)])
+    # the same 4 rollouts per step: 2 micro-batches of 2 on one process, 1 on each of two
+    _launch(one, None, 1, [*TRAIN.split(), "2", "--output-dir", str(one)])
+    done = _launch(two, None, 2, [*TRAIN.split(), "1", "--output-dir", str(two)])
     single = [json.loads(line) for line in (one / "metrics.jsonl").read_text().splitlines()]
     multi = [json.loads(line) for line in (two / "metrics.jsonl").read_text().splitlines()]
     assert len(single) == len(multi) == 1  # one line per step: one writer

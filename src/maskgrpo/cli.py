@@ -74,7 +74,7 @@ def _eval(cfg: EvalConfig) -> None:
         _out(
             f"{cfg.dataset}: pass@1 {result['pass@1']:.3f} (95% CI {lo:.3f}-{hi:.3f}){pass_k}, "
             f"mean reward {result['mean_reward']:.3f} over {result['n_prompts']} prompts x "
-            f"{result['n_samples']} samples; results in {cfg.out_dir}"
+            f"{result['n_samples']} samples; results in {cfg.output_dir}"
         )
         return
     lo, hi = result.ci95
@@ -113,12 +113,15 @@ def _leave_process_group() -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="maskgrpo", description=__doc__)
+    parser = argparse.ArgumentParser(prog="maskgrpo", description=__doc__, allow_abbrev=False)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True)
     for name, (cls, _, text) in COMMANDS.items():
         p = sub.add_parser(
-            name, help=text.replace("%", "%%"), description=(cls.__doc__ or text).strip()
+            name,
+            help=text.replace("%", "%%"),
+            description=(cls.__doc__ or text).strip().replace("%", "%%"),
+            allow_abbrev=False,  # a prefix such as --lr must not silently pick --lr-scheduler-type
         )
         add_config_arguments(p, cls)
     return parser

@@ -9,15 +9,16 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import types
 import typing
+from collections.abc import Container
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 import yaml
 
-from .grpo import ADVANTAGE_METHODS, NORMALIZATIONS
 from .masking import STRATEGIES
 from .sampling.llada import REMASKING
 
@@ -36,6 +37,69 @@ C = TypeVar("C")
 
 DTYPES = ("float32", "bfloat16", "float16")
 MIXED_PRECISION = ("no", "bf16")
+# TRL's loss_type names for the three loss normalisers of maskgrpo.grpo.grpo_loss.
+LOSS_TYPES = {"dapo": "token", "grpo": "sequence", "dr_grpo": "constant"}
+# TRL's scale_rewards names for the group advantages of maskgrpo.grpo.group_advantages;
+# rank (centred ranks) is a MaskGRPO extra.
+SCALE_REWARDS = {"group": "zscore", "none": "mean", "rank": "rank"}
+REPORT_TO = ("tensorboard", "none")
+
+_BATCH = (
+    "replaced by per_device_train_batch_size and gradient_accumulation_steps (rollouts per "
+    "step = per_device_train_batch_size x gradient_accumulation_steps x processes, a multiple "
+    "of num_generations)"
+)
+# Field names before the TRL vocabulary, and what replaced them (one line each).
+_RENAMED_COMMON = {"out_dir": "output_dir", "gen_length": "max_completion_length"}
+_RENAMED_TRAIN = {
+    **_RENAMED_COMMON,
+    "lr": "learning_rate",
+    "steps": "max_steps",
+    "group_size": "num_generations",
+    "mu": "num_iterations",
+    "eps": "epsilon",
+    "eps_high": "epsilon_high",
+    "normalization": "loss_type (token -> dapo, sequence -> grpo, constant -> dr_grpo)",
+    "advantage": "scale_rewards (zscore -> group, mean -> none, rank -> rank)",
+    "log_every": "logging_steps",
+    "save_every": "save_steps",
+    "keep_checkpoints": "save_total_limit",
+    "lr_schedule": "lr_scheduler_type",
+}
+_RENAMED_TRAIN_BATCH = {
+    "prompts_per_step": _BATCH,
+    "batch_size": _BATCH,
+    "micro_batch_size": _BATCH,
+}
+_RENAMED_SFT = {
+    **_RENAMED_COMMON,
+    "lr": "learning_rate",
+    "steps": "max_steps",
+    "batch_size": "per_device_train_batch_size",
+    "log_every": "logging_steps",
+}
+_RENAMED_EVAL = {**_RENAMED_COMMON, "batch_size": "per_device_eval_batch_size"}
+
+
+def renamed_fields(cls: type) -> dict[str, str]:
+    """Old field names of ``cls``'s command and what replaced each (empty when none)."""
+    table: dict[str, str] = getattr(cls, "RENAMED", {})
+    return table
+
+
+def _renamed_error(cls: type, names: list[str]) -> ValueError:
+    table = renamed_fields(cls)
+    parts = []
+    for name in names:
+        new = table[name]
+        if new.startswith("replaced"):
+            parts.append(f"unknown field {name!r}: {new}")
+        else:
+            field_name, _, note = new.partition(" ")
+            parts.append(
+                f"unknown field {name!r}: renamed to {field_name!r}{' ' + note if note else ''}"
+            )
+    return ValueError("; ".join(parts))
 
 
 def _f(default: Any, help: str, *, const: Any = None, **kw: Any) -> Any:
@@ -48,7 +112,7 @@ def _f(default: Any, help: str, *, const: Any = None, **kw: Any) -> Any:
 
 @dataclass
 class CommonConfig:
-    out_dir: str = _f("runs/maskgrpo", "Output directory (metrics, plots, checkpoints).")
+    output_dir: str = _f("runs/maskgrpo", "Output directory (metrics, plots, checkpoints).")
     seed: int = _f(0, "Seed of every generator the run derives (never the global RNG).")
     device: str = _f("auto", "'cpu', 'cuda', 'cuda:1' or 'auto' (CUDA when available).")
     task: str = _f("running_sums", "Synthetic task: running_sums (left-to-right) or sudoku4.")
@@ -66,11 +130,15 @@ class CommonConfig:
 
 @dataclass
 class SamplingConfig:
-    gen_length: int = _f(0, "Completion length in tokens; 0 = the task's answer length + 1 (EOS).")
-    diffusion_steps: int = _f(
-        0, "Total denoising steps of a rollout; 0 = gen_length (one per token)."
+    max_completion_length: int = _f(
+        0, "Completion length in tokens; 0 = the task's answer length + 1 (EOS)."
     )
-    block_length: int = _f(0, "Semi-autoregressive block length; 0 = gen_length (one block).")
+    diffusion_steps: int = _f(
+        0, "Total denoising steps of a rollout; 0 = max_completion_length (one per token)."
+    )
+    block_length: int = _f(
+        0, "Semi-autoregressive block length; 0 = max_completion_length (one block)."
+    )
     temperature: float = _f(1.0, "Sampling temperature (float64 Gumbel noise); 0 = greedy.")
     remasking: str = _f("low_confidence", f"Which drawn tokens to commit: {', '.join(REMASKING)}.")
 
@@ -79,7 +147,7 @@ class SamplingConfig:
             raise ValueError(f"remasking={self.remasking!r} is unknown; choose one of {REMASKING}")
         if not 0 <= self.temperature < float("inf"):  # also rejects NaN
             raise ValueError(f"temperature={self.temperature} must be finite and >= 0 (0 = greedy)")
-        for name in ("gen_length", "diffusion_steps", "block_length"):
+        for name in ("max_completion_length", "diffusion_steps", "block_length"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name}={getattr(self, name)} must be >= 0 (0 = automatic)")
 
@@ -107,62 +175,92 @@ class ModelConfig:
 class SFTConfig(CommonConfig, ModelConfig):
     """Masked-diffusion SFT (the LLaDA/MDLM objective; the prompt is never masked)."""
 
-    steps: int = _f(1500, "Optimizer steps.")
-    batch_size: int = _f(64, "Rows per step.")
-    lr: float = _f(1e-3, "Peak AdamW learning rate (linear warmup, cosine decay).")
+    RENAMED: ClassVar[dict[str, str]] = _RENAMED_SFT
+
+    max_steps: int = _f(1500, "Optimizer steps.")
+    per_device_train_batch_size: int = _f(64, "Rows per optimizer step.")
+    learning_rate: float = _f(1e-3, "Peak AdamW learning rate (linear warmup, cosine decay).")
     warmup_steps: int = _f(50, "Linear warmup steps.")
     weight_decay: float = _f(0.01, "AdamW weight decay.")
     min_mask_ratio: float = _f(0.0, "Lower bound of the per-row mask ratio t ~ U(min, 1).")
-    log_every: int = _f(50, "Log the loss every N steps.")
+    logging_steps: int = _f(50, "Log the loss every N steps.")
 
     def validate(self) -> None:
         super().validate()
         self.validate_model()
-        _positive(self, "steps", "batch_size", "lr", "log_every")
+        _positive(self, "max_steps", "per_device_train_batch_size", "learning_rate")
+        _positive(self, "logging_steps")
         if not 0 <= self.min_mask_ratio < 1:
             raise ValueError(f"min_mask_ratio={self.min_mask_ratio} must be in [0, 1)")
 
 
 @dataclass
 class TrainConfig(CommonConfig, ModelConfig, SamplingConfig):
-    """MaskGRPO training (arXiv 2510.02880)."""
+    """MaskGRPO training (arXiv 2510.02880), in TRL's GRPOConfig vocabulary.
 
-    steps: int = _f(200, "Training steps (one rollout batch each).")
-    prompts_per_step: int = _f(16, "Prompts per step; each is rolled out group_size times.")
-    group_size: int = _f(8, "Rollouts per prompt (G); the paper uses 6 for text, 9 for images.")
-    batch_size: int = _f(
-        0, "Rollouts per step; 0 = prompts_per_step * group_size. Must divide by G."
+    One step = one rollout batch of ``per_device_train_batch_size x gradient_accumulation_steps
+    x processes`` completions (``num_generations`` per prompt), followed by ``num_iterations``
+    optimizer updates; ``max_steps`` counts these steps (TRL counts optimizer updates).
+    """
+
+    RENAMED: ClassVar[dict[str, str]] = {**_RENAMED_TRAIN, **_RENAMED_TRAIN_BATCH}
+
+    max_steps: int = _f(
+        200, "Training steps; each is one rollout batch and num_iterations optimizer updates."
     )
-    mu: int = _f(4, "Inner iterations per rollout batch (paper: 12 for text, ~8 for images).")
+    per_device_train_batch_size: int = _f(
+        128,
+        "Rollouts per forward/backward pass on each process; the rollouts of a step number "
+        "per_device_train_batch_size x gradient_accumulation_steps x processes.",
+    )
+    gradient_accumulation_steps: int = _f(
+        1, "Micro-batches accumulated into each optimizer update (the update sees every rollout)."
+    )
+    num_generations: int = _f(
+        8, "Rollouts per prompt (G); the paper uses 6 for text, 9 for images."
+    )
+    num_iterations: int = _f(
+        4, "Inner updates per rollout batch (the paper's mu: 12 for text, ~8 for images)."
+    )
     gamma: float = _f(
-        0.6, "Truncation: view j masks r_j = gamma + (1-gamma) j/mu (paper: 0.6 text)."
+        0.6,
+        "Truncation: inner update j masks r_j = gamma + (1-gamma) j/num_iterations (paper: 0.6 "
+        "text).",
     )
     strategy: str = _f("fading", f"Re-masking estimator: {', '.join(STRATEGIES)} (paper: fading).")
     d1_prompt_prob: float = _f(0.15, "d1 estimator: probability of masking each prompt token.")
-    eps: float = _f(0.2, "Clip range of the importance ratio.")
-    eps_high: float = _f(-1.0, "Upper clip range (clip-higher); < 0 = same as eps.")
+    epsilon: float = _f(0.2, "Clip range of the importance ratio.")
+    epsilon_high: float = _f(-1.0, "Upper clip range (clip-higher, DAPO); < 0 = epsilon.")
     beta: float = _f(0.01, "Weight of the k3 KL to the reference policy (paper: 0.01); 0 = none.")
-    advantage: str = _f("zscore", f"Group advantage: {', '.join(ADVANTAGE_METHODS)}.")
-    normalization: str = _f(
-        "token", f"Loss normaliser: {', '.join(NORMALIZATIONS)} (constant = Dr.GRPO)."
+    scale_rewards: str = _f(
+        "group",
+        "Advantage scaling: group (divide by the group's std, GRPO), none (centre only, "
+        "Dr.GRPO) or rank (centred ranks in [-1, 1]).",
+    )
+    loss_type: str = _f(
+        "dapo",
+        "Loss normaliser: dapo (scored tokens of the whole batch), grpo (per sequence, then "
+        "over sequences) or dr_grpo (a constant).",
     )
     score_after_eos: bool = _f(False, "Also score completion tokens after the first EOS.")
-    lr: float = _f(1e-4, "AdamW learning rate (paper: 3e-6 for 8B models with LoRA).")
-    lr_schedule: str = _f("constant", "constant, cosine or linear (after warmup).")
+    learning_rate: float = _f(1e-4, "AdamW learning rate (paper: 3e-6 for 8B models with LoRA).")
+    lr_scheduler_type: str = _f("constant", "constant, cosine or linear (after warmup).")
     warmup_steps: int = _f(0, "Linear warmup, in optimizer steps.")
     weight_decay: float = _f(0.0, "AdamW weight decay (paper: 0.1).")
     adam_beta1: float = _f(0.9, "AdamW beta1.")
     adam_beta2: float = _f(0.99, "AdamW beta2 (paper: 0.99).")
     max_grad_norm: float = _f(1.0, "Gradient-norm clip (paper: 0.2); <= 0 disables.")
-    micro_batch_size: int = _f(0, "Rows per forward pass (gradient accumulation); 0 = whole batch.")
     reward_weights: list[float] = _f([], "One weight per reward function; empty = the task's.")
-    log_every: int = _f(1, "Write metrics every N steps.")
+    logging_steps: int = _f(1, "Write metrics every N steps.")
+    report_to: str = _f("tensorboard", "Also log to: tensorboard (when installed) or none.")
     sample_every: int = _f(25, "Log sample completions every N steps; 0 = never.")
-    save_every: int = _f(0, "Save a checkpoint every N steps; 0 = only at the end.")
+    save_steps: int = _f(0, "Save a checkpoint every N steps; 0 = only at the end.")
     eval_every: int = _f(0, "Evaluate on held-out prompts every N steps; 0 = never.")
     eval_prompts: int = _f(200, "Held-out prompts per periodic evaluation.")
     max_seconds: float = _f(0.0, "Stop after this wall time (seconds); 0 = no limit.")
-    keep_checkpoints: int = _f(3, "Keep the newest N checkpoints in out_dir/checkpoints; 0 = all.")
+    save_total_limit: int = _f(
+        3, "Keep the newest N checkpoints in output_dir/checkpoints; 0 = all."
+    )
     max_nonfinite_skips: int = _f(
         3, "Abort after this many consecutive inner updates with a non-finite loss or grad norm."
     )
@@ -184,43 +282,34 @@ class TrainConfig(CommonConfig, ModelConfig, SamplingConfig):
     )
     resume: str = _f(
         "",
-        "Resume from a checkpoint: '--resume' alone or 'latest' = the newest in out_dir, or a "
-        "checkpoint folder; empty = start fresh.",
+        "Resume from a checkpoint: '--resume' alone or 'latest' = the newest in output_dir, or "
+        "a checkpoint folder; empty = start fresh.",
         const="latest",
     )
 
     def validate(self) -> None:
         super().validate()
         self.validate_sampling()
-        _positive(self, "steps", "prompts_per_step", "group_size", "mu", "lr", "log_every")
+        _positive(self, "max_steps", "per_device_train_batch_size", "gradient_accumulation_steps")
+        _positive(self, "num_generations", "num_iterations", "learning_rate", "logging_steps")
         _positive(self, "max_nonfinite_skips")
         self.validate_model()
         self.validate_scaling()
-        if self.keep_checkpoints < 0:
-            raise ValueError(f"keep_checkpoints={self.keep_checkpoints} must be >= 0 (0 = all)")
+        if self.save_total_limit < 0:
+            raise ValueError(f"save_total_limit={self.save_total_limit} must be >= 0 (0 = all)")
         if self.strategy not in STRATEGIES:
             raise ValueError(f"strategy={self.strategy!r} is unknown; choose one of {STRATEGIES}")
-        if self.advantage not in ADVANTAGE_METHODS:
-            raise ValueError(f"advantage={self.advantage!r}; choose one of {ADVANTAGE_METHODS}")
-        if self.normalization not in NORMALIZATIONS:
-            raise ValueError(
-                f"normalization={self.normalization!r}; choose one of {NORMALIZATIONS}"
-            )
-        if self.lr_schedule not in ("constant", "cosine", "linear"):
-            raise ValueError(f"lr_schedule={self.lr_schedule!r}; choose constant, cosine or linear")
+        _choice(self, "scale_rewards", SCALE_REWARDS)
+        _choice(self, "loss_type", LOSS_TYPES)
+        _choice(self, "lr_scheduler_type", ("constant", "cosine", "linear"))
+        _choice(self, "report_to", REPORT_TO)
         if not 0 <= self.gamma < 1:
             raise ValueError(f"gamma={self.gamma} must be in [0, 1); the paper uses 0.6 for text")
-        if self.eps < 0 or self.beta < 0:
-            raise ValueError(f"eps={self.eps} and beta={self.beta} must be >= 0")
-        if self.batch_size and self.batch_size % self.group_size:
-            raise ValueError(
-                f"batch_size={self.batch_size} is not divisible by group_size={self.group_size}; "
-                f"use a multiple of {self.group_size} (or 0 for prompts_per_step * group_size)"
-            )
-        _non_negative(self, "sample_every", "save_every", "eval_every", "max_seconds")
+        if not (self.epsilon >= 0 and self.beta >= 0):  # also rejects NaN
+            raise ValueError(f"epsilon={self.epsilon} and beta={self.beta} must be >= 0")
+        self.validate_batch(int(os.environ.get("WORLD_SIZE", "1")))
+        _non_negative(self, "sample_every", "save_steps", "eval_every", "max_seconds")
         _positive(self, "eval_prompts")
-        if self.micro_batch_size < 0:
-            raise ValueError(f"micro_batch_size={self.micro_batch_size} must be >= 0")
         if self.reward_weights:  # checked here so the error comes before any model is built
             from .tasks import make_task
 
@@ -230,6 +319,40 @@ class TrainConfig(CommonConfig, ModelConfig, SamplingConfig):
                     f"reward_weights={self.reward_weights} has {len(self.reward_weights)} values "
                     f"but task {self.task} has {len(names)} reward functions {names}"
                 )
+
+    def validate_batch(self, processes: int) -> None:
+        """The rollouts of a step must form whole groups of ``num_generations`` (TRL's rule)."""
+        total = self.rollouts_per_step(processes)
+        if total % self.num_generations:
+            raise ValueError(
+                f"per_device_train_batch_size={self.per_device_train_batch_size} x "
+                f"gradient_accumulation_steps={self.gradient_accumulation_steps} x {processes} "
+                f"process(es) = {total} rollouts per step is not a multiple of "
+                f"num_generations={self.num_generations}; make it one"
+            )
+
+    def rollouts_per_step(self, processes: int = 1) -> int:
+        """Completions generated per step over ``processes`` processes."""
+        return self.per_device_train_batch_size * self.gradient_accumulation_steps * processes
+
+    def prompts_per_step(self, processes: int = 1) -> int:
+        """Prompts per step (each rolled out ``num_generations`` times)."""
+        return self.rollouts_per_step(processes) // self.num_generations
+
+    @property
+    def advantage_method(self) -> str:
+        """``scale_rewards`` as :func:`maskgrpo.grpo.group_advantages` names it."""
+        return SCALE_REWARDS[self.scale_rewards]
+
+    @property
+    def normalization(self) -> str:
+        """``loss_type`` as :func:`maskgrpo.grpo.grpo_loss` names it."""
+        return LOSS_TYPES[self.loss_type]
+
+    @property
+    def epsilon_upper(self) -> float | None:
+        """The upper clip range, ``None`` when it equals ``epsilon``."""
+        return self.epsilon_high if self.epsilon_high >= 0 else None
 
     def validate_scaling(self) -> None:
         """LoRA, checkpointing and precision fields (before any model is built)."""
@@ -253,14 +376,12 @@ class TrainConfig(CommonConfig, ModelConfig, SamplingConfig):
                 "use --lora-r 0 for the built-in tiny model"
             )
 
-    @property
-    def rollouts(self) -> int:
-        return self.batch_size or self.prompts_per_step * self.group_size
-
 
 @dataclass
 class GenerateConfig(CommonConfig, ModelConfig, SamplingConfig):
     """Generate completions for prompts with a saved model."""
+
+    RENAMED: ClassVar[dict[str, str]] = _RENAMED_COMMON
 
     prompts: list[str] = _f(
         [], "Prompts to complete; empty = the first held-out prompts of the task."
@@ -279,8 +400,12 @@ class GenerateConfig(CommonConfig, ModelConfig, SamplingConfig):
 class EvalConfig(CommonConfig, ModelConfig, SamplingConfig):
     """Held-out accuracy of a saved model on a task, or pass@k on a benchmark (--dataset)."""
 
+    RENAMED: ClassVar[dict[str, str]] = _RENAMED_EVAL
+
     num_prompts: int = _f(1000, "Held-out prompts to evaluate (at most the held-out set).")
-    batch_size: int = _f(256, "Sequences per generation batch (prompts x samples for --dataset).")
+    per_device_eval_batch_size: int = _f(
+        256, "Sequences per generation batch (prompts x samples for --dataset)."
+    )
     dataset: str = _f(
         "",
         "Benchmark: gsm8k, math500, mbpp, humaneval, countdown or sudoku (MaskGRPO, arXiv "
@@ -304,7 +429,7 @@ class EvalConfig(CommonConfig, ModelConfig, SamplingConfig):
         super().validate()
         self.validate_sampling()
         self.validate_model()
-        _positive(self, "num_prompts", "batch_size", "samples")
+        _positive(self, "num_prompts", "per_device_eval_batch_size", "samples")
         if self.dataset:
             self.validate_benchmark()
 
@@ -342,7 +467,9 @@ class EvalConfig(CommonConfig, ModelConfig, SamplingConfig):
 class DemoConfig(CommonConfig):
     """SFT a tiny model to a partly-correct base, then MaskGRPO; accuracy before and after."""
 
-    out_dir: str = _f("runs/demo", "Output directory.")
+    RENAMED: ClassVar[dict[str, str]] = {"out_dir": "output_dir"}
+
+    output_dir: str = _f("runs/demo", "Output directory.")
     threads: int = _f(1, "torch CPU threads; the tiny model is fastest on one (0 = one per core).")
     estimator: str = _f("fading", f"Re-masking estimator for GRPO: {', '.join(STRATEGIES)}.")
     modality: str = _f(
@@ -410,6 +537,12 @@ def _non_negative(cfg: Any, *names: str) -> None:
             raise ValueError(f"{name}={getattr(cfg, name)} must be >= 0 (0 = off)")
 
 
+def _choice(cfg: Any, name: str, choices: Container[str]) -> None:
+    value = getattr(cfg, name)
+    if value not in choices:
+        raise ValueError(f"{name}={value!r} is unknown; choose one of {list(choices)}")  # type: ignore[call-overload]
+
+
 def _positive(cfg: Any, *names: str) -> None:
     for name in names:
         if not getattr(cfg, name) > 0:  # also rejects NaN
@@ -451,6 +584,9 @@ def load_config(cls: type[C], path: str | Path | None = None, **overrides: Any) 
     values.update({k: v for k, v in overrides.items() if v is not None})
     known = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
     unknown = sorted(set(values) - known)
+    old = [name for name in unknown if name in renamed_fields(cls)]
+    if old:
+        raise _renamed_error(cls, old)
     if unknown:
         raise ValueError(f"unknown {cls.__name__} field(s) {unknown}; see --help for the fields")
     cfg = cls(**{k: _coerce(k, v, _hints(cls)[k]) for k, v in values.items()})
@@ -466,9 +602,18 @@ def _parse_bool(text: str) -> bool:
     raise argparse.ArgumentTypeError(f"expected true/false, got {text!r}")
 
 
+_OLD_FLAG = "renamed:"
+
+
 def add_config_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
-    """One ``--field`` option per dataclass field, defaulting to None (= keep YAML/default)."""
+    """One ``--field`` option per dataclass field, defaulting to None (= keep YAML/default).
+
+    Old field names get hidden options that only report the rename (see :func:`config_from_args`).
+    """
     parser.add_argument("--config", help="YAML file of fields; command-line options override it.")
+    for old in renamed_fields(cls):
+        flag = "--" + old.replace("_", "-")
+        parser.add_argument(flag, dest=_OLD_FLAG + old, nargs="*", help=argparse.SUPPRESS)
     hints = _hints(cls)
     for f in dataclasses.fields(cls):
         hint = hints[f.name]
@@ -491,6 +636,13 @@ def add_config_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
 
 
 def config_from_args(cls: type[C], args: argparse.Namespace) -> C:
+    old = [
+        k[len(_OLD_FLAG) :]
+        for k, v in vars(args).items()
+        if k.startswith(_OLD_FLAG) and v is not None
+    ]
+    if old:
+        raise _renamed_error(cls, old)
     names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
     overrides = {k: v for k, v in vars(args).items() if k in names}
     return load_config(cls, getattr(args, "config", None), **overrides)

@@ -44,20 +44,20 @@ FINAL_EVAL_RESERVE = 30.0  # seconds kept for the final evaluation and plots
 def demo_train_config(cfg: DemoConfig, grpo_seconds: float = 0.0) -> TrainConfig:
     """The MaskGRPO settings of the demo (see the module docstring)."""
     return TrainConfig(
-        out_dir=str(Path(cfg.out_dir) / "grpo"),
+        output_dir=str(Path(cfg.output_dir) / "grpo"),
         seed=cfg.seed,
         device=cfg.device,
         task=cfg.task,
         task_seed=cfg.task_seed,
-        steps=cfg.step_count,
-        prompts_per_step=32,
-        group_size=8,
-        mu=4,
+        max_steps=cfg.step_count,
+        per_device_train_batch_size=32 * 8,
+        num_generations=8,
+        num_iterations=4,
         gamma=cfg.gamma,
         strategy=cfg.estimator,
         beta=0.02,
-        eps=0.2,
-        lr=3e-4,
+        epsilon=0.2,
+        learning_rate=3e-4,
         temperature=1.0,
         max_grad_norm=1.0,
         eval_every=50,
@@ -125,7 +125,7 @@ def _report(name: str, ev: TaskEval) -> str:
 def run_demo(cfg: DemoConfig, say: Callable[[str], None]) -> dict[str, Any]:
     """Run the whole demo; returns (and writes) the summary."""
     started = time.time()
-    out = Path(cfg.out_dir)
+    out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     policy, modality, sft_steps = _sft_to_target(cfg, say)
     task = make_task(cfg.task, seed=cfg.task_seed)

@@ -179,8 +179,9 @@ def benchmark_rewards(cfg: EvalConfig) -> RewardSet:
 
 
 def sampler_settings_for(cfg: EvalConfig) -> SamplerSettings:
-    """``gen_length`` 0 = the paper's 256; ``diffusion_steps`` and ``block_length`` 0 = it."""
-    gen_length = cfg.gen_length or PAPER_GEN_LENGTH
+    """``max_completion_length`` 0 = the paper's 256; ``diffusion_steps``, ``block_length`` 0 =
+    that length."""
+    gen_length = cfg.max_completion_length or PAPER_GEN_LENGTH
     return SamplerSettings(
         gen_length=gen_length,
         steps=cfg.diffusion_steps or gen_length,
@@ -305,7 +306,7 @@ def load_generator(cfg: EvalConfig, rows: Sequence[Row], system: str) -> Benchma
     limit = _max_positions(getattr(policy.model, "config", None))
     if limit is not None and width + settings.gen_length > limit:
         log.warning(
-            "prompts (%d tokens) + gen_length (%d) exceed the model's %d positions",
+            "prompts (%d tokens) + max_completion_length (%d) exceed the model's %d positions",
             width,
             settings.gen_length,
             limit,
@@ -316,7 +317,7 @@ def load_generator(cfg: EvalConfig, rows: Sequence[Row], system: str) -> Benchma
         settings,
         seed=cfg.seed,
         device=device,
-        batch_size=cfg.batch_size,
+        batch_size=cfg.per_device_eval_batch_size,
         system_prefix=prefix,
     )
 
@@ -331,5 +332,5 @@ def run_benchmark(cfg: EvalConfig, *, generate: GenerateFn | None = None) -> dic
     protocol = benchmark_protocol(cfg, system)
     if generate is None:
         generate = load_generator(cfg, rows, system)
-    per_call = max(1, cfg.batch_size // cfg.samples)
-    return evaluate(generate, rows, rewards, protocol, cfg.out_dir, batch_size=per_call)
+    per_call = max(1, cfg.per_device_eval_batch_size // cfg.samples)
+    return evaluate(generate, rows, rewards, protocol, cfg.output_dir, batch_size=per_call)

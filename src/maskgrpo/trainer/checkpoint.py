@@ -73,11 +73,11 @@ FIXED_FIELDS = (
     "dim",
     "n_layers",
     "n_heads",
-    "gen_length",
-    "group_size",
-    "prompts_per_step",
-    "batch_size",
-    "mu",
+    "max_completion_length",
+    "num_generations",
+    "per_device_train_batch_size",
+    "gradient_accumulation_steps",
+    "num_iterations",
 )
 STALL_ENV = "MASKGRPO_CHECKPOINT_STALL"  # testing hook: "<point>:<flag file>", see _stall
 
@@ -295,7 +295,7 @@ def prune(root: Path, keep: int) -> None:
 
 
 def resolve_checkpoint(spec: str, out_dir: Path) -> Path:
-    """The checkpoint folder ``spec`` names: ``latest`` (in ``out_dir``), a folder, or a root."""
+    """The checkpoint folder ``spec`` names: ``latest`` (in ``output_dir``), a folder, or a root."""
     if spec == "latest":
         return _follow_latest(out_dir / "checkpoints")
     path = Path(spec)
@@ -306,7 +306,7 @@ def resolve_checkpoint(spec: str, out_dir: Path) -> Path:
             return _follow_latest(root)
     raise ValueError(
         f"resume={spec!r} is not a checkpoint folder (no {STATE_FILE}) nor a folder with a "
-        f"'{LATEST}' file; pass a folder under <out_dir>/checkpoints or --resume alone"
+        f"'{LATEST}' file; pass a folder under <output_dir>/checkpoints or --resume alone"
     )
 
 
@@ -378,6 +378,11 @@ def reconcile_config(cfg: TrainConfig, saved: dict[str, Any], folder: Path) -> T
     any other change (learning rate, steps, ...) is allowed and logged.
     """
     for name in FIXED_FIELDS:
+        if name not in saved:
+            raise ValueError(
+                f"checkpoint {folder} has no {name!r} in its config: it was written by a "
+                "maskgrpo before the TRL field names; resume it with that version"
+            )
         if getattr(cfg, name) != saved[name]:
             raise ValueError(
                 f"{name}={getattr(cfg, name)!r} differs from {saved[name]!r} in checkpoint "
@@ -390,7 +395,7 @@ def reconcile_config(cfg: TrainConfig, saved: dict[str, Any], folder: Path) -> T
             saved["seed"],
         )
         cfg = replace(cfg, seed=saved["seed"])
-    ignored = {"resume", "out_dir"}
+    ignored = {"resume", "output_dir"}
     for name, old in saved.items():
         new = getattr(cfg, name, old)
         if name not in ignored and new != old:

@@ -112,14 +112,15 @@ def load_for_task(
     gen_length = gen_length or answer_tokens + 1
     if gen_length <= answer_tokens:
         raise ValueError(
-            f"gen_length={gen_length} cannot hold the {task.name} answers ({answer_tokens} "
-            f"tokens of this tokenizer) plus EOS; use gen_length >= {answer_tokens + 1} or 0"
+            f"max_completion_length={gen_length} cannot hold the {task.name} answers "
+            f"({answer_tokens} tokens of this tokenizer) plus EOS; use max_completion_length "
+            f">= {answer_tokens + 1} or 0"
         )
     limit = _context_limit(hf.model)
     if limit is not None and width + gen_length > limit:
         raise ValueError(
-            f"prompts ({width} tokens with the chat template) + gen_length ({gen_length}) "
-            f"exceed the model's {limit} positions; lower gen_length"
+            f"prompts ({width} tokens with the chat template) + max_completion_length "
+            f"({gen_length}) exceed the model's {limit} positions; lower max_completion_length"
         )
     model = hf.model
     config: Any = getattr(model, "config", None)

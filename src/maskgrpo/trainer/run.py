@@ -1,6 +1,6 @@
 """Entry points behind the command line: SFT, MaskGRPO training, generation, evaluation.
 
-Each takes one validated config and writes its outputs under ``cfg.out_dir``. The demo chains
+Each takes one validated config and writes its outputs under ``cfg.output_dir``. The demo chains
 them (see :mod:`maskgrpo.demo`). ``model`` is the built-in tiny model, a saved tiny-model folder,
 or a Hugging Face hub id / folder (:mod:`maskgrpo.trainer.hf_setup`). Under ``accelerate launch``
 training runs on every process and only the main process writes files.
@@ -83,15 +83,16 @@ def setup(
     device = resolve_device(device_name)
     if not is_tiny_model(cfg.model):
         policy, hf_modality, answer_tokens = load_for_task(
-            cfg, task, device, sampling.gen_length if sampling else 0
+            cfg, task, device, sampling.max_completion_length if sampling else 0
         )
         settings = sampler_settings_from(sampling or SamplingConfig(temperature=0.0), answer_tokens)
         return Setup(task, policy, hf_modality, settings, device)
-    gen_length = (sampling.gen_length if sampling else 0) or task.answer_chars + 1
+    gen_length = (sampling.max_completion_length if sampling else 0) or task.answer_chars + 1
     if gen_length <= task.answer_chars:
         raise ValueError(
-            f"gen_length={gen_length} cannot hold the {task.name} answer ({task.answer_chars} "
-            f"tokens) plus EOS; use gen_length >= {task.answer_chars + 1} or 0"
+            f"max_completion_length={gen_length} cannot hold the {task.name} answer "
+            f"({task.answer_chars} tokens) plus EOS; use max_completion_length >= "
+            f"{task.answer_chars + 1} or 0"
         )
     max_length = task.max_prompt_chars + gen_length
     policy = load_policy(
@@ -107,8 +108,9 @@ def setup(
     limit = getattr(getattr(policy.model, "config", None), "max_length", None)
     if limit is not None and max_length > limit:
         raise ValueError(
-            f"prompt ({task.max_prompt_chars}) + gen_length ({gen_length}) = {max_length} tokens "
-            f"exceed the model's max_length={limit}; lower gen_length"
+            f"prompt ({task.max_prompt_chars}) + max_completion_length ({gen_length}) = "
+            f"{max_length} tokens exceed the model's max_length={limit}; lower "
+            "max_completion_length"
         )
     modality = TextModality(policy.tokenizer, policy.spec, prompt_width=task.max_prompt_chars)
     settings = SamplerSettings(gen_length, gen_length, gen_length, 0.0, "low_confidence")
@@ -144,7 +146,7 @@ def export_model(policy: Policy, out_dir: Path, name: str) -> Path:
 
 
 def run_sft(cfg: SFTConfig) -> dict[str, Any]:
-    """SFT the policy on the task's train split; saves ``<out_dir>/model``."""
+    """SFT the policy on the task's train split; saves ``<output_dir>/model``."""
     if not is_tiny_model(cfg.model):
         raise ValueError(
             f"maskgrpo sft trains the built-in tiny model, not model={cfg.model!r}; "
@@ -153,15 +155,15 @@ def run_sft(cfg: SFTConfig) -> dict[str, Any]:
     s = setup(cfg, cfg.seed, cfg.task, cfg.task_seed, cfg.device, None)
     if not isinstance(s.modality, TextModality):  # tiny models always get the text modality
         raise TypeError(f"SFT needs the tiny model's text modality, not {type(s.modality)}")
-    out = Path(cfg.out_dir)
+    out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     _write_yaml(cfg, out / "sft_config.yaml")
     logger = RunLogger(out, tensorboard=False)
-    bar = tqdm(total=cfg.steps, desc="sft", disable=None)
+    bar = tqdm(total=cfg.max_steps, desc="sft", disable=None)
 
     def on_log(step: int, loss: float) -> None:
         logger.log({"step": step, "sft_loss": loss})
-        bar.update(cfg.log_every)
+        bar.update(cfg.logging_steps)
         bar.set_postfix(loss=f"{loss:.3f}")
 
     t0 = time.time()
@@ -170,14 +172,14 @@ def run_sft(cfg: SFTConfig) -> dict[str, Any]:
         s.modality,
         s.task.train,
         gen_length=s.settings.gen_length,
-        steps=cfg.steps,
-        batch_size=cfg.batch_size,
-        lr=cfg.lr,
+        steps=cfg.max_steps,
+        batch_size=cfg.per_device_train_batch_size,
+        lr=cfg.learning_rate,
         seed=cfg.seed,
         warmup_steps=cfg.warmup_steps,
         weight_decay=cfg.weight_decay,
         min_mask_ratio=cfg.min_mask_ratio,
-        log_every=cfg.log_every,
+        log_every=cfg.logging_steps,
         on_log=on_log,
     )
     bar.close()
@@ -192,21 +194,21 @@ def run_sft(cfg: SFTConfig) -> dict[str, Any]:
 
 
 def run_train(cfg: TrainConfig, *, policy: Policy | None = None) -> dict[str, Any]:
-    """MaskGRPO on the task's train split; metrics, samples, plots and checkpoints in out_dir.
+    """MaskGRPO on the task's train split; metrics, samples, plots and checkpoints in output_dir.
 
     With ``cfg.resume`` the run continues from a checkpoint exactly where it stopped. SIGINT and
     SIGTERM stop it after the current inner update with a checkpoint (:class:`TrainingInterrupted`).
     """
     device = _process_device(cfg.device)  # also joins an accelerate launch's process group
     main = dist.is_main()  # only the main process writes files
-    resume_from = resolve_checkpoint(cfg.resume, Path(cfg.out_dir)) if cfg.resume else None
+    resume_from = resolve_checkpoint(cfg.resume, Path(cfg.output_dir)) if cfg.resume else None
     if resume_from is not None:
         cfg = reconcile_config(cfg, read_trainer_state(resume_from)["config"], resume_from)
     s = setup(cfg, cfg.seed, cfg.task, cfg.task_seed, device, cfg)
     if policy is not None:
         s.policy = policy
         s.modality = TextModality(policy.tokenizer, policy.spec, s.modality.prompt_width)
-    out = Path(cfg.out_dir)
+    out = Path(cfg.output_dir)
     if main:
         out.mkdir(parents=True, exist_ok=True)
         _write_yaml(dataclasses.replace(cfg, resume=""), out / "train_config.yaml")
@@ -217,13 +219,15 @@ def run_train(cfg: TrainConfig, *, policy: Policy | None = None) -> dict[str, An
     rewards = _reward_set(cfg, s.task)
     parts = build_parts(cfg, s.policy.model)  # the reference is the initial model, even on resume
     state = TrainState()
-    logger = RunLogger(out, enabled=main)
+    logger = RunLogger(out, enabled=main, tensorboard=cfg.report_to == "tensorboard")
     if resume_from is not None:
         state = _resume(cfg, resume_from, s, parts, logger)
     saver = _Saver(cfg, s.policy, parts, out, enabled=main)
     if resume_from is not None:  # saving again at the same position would only duplicate it
         saver.last, saver.position = resume_from, state.position
-    bar = tqdm(total=cfg.steps, initial=state.step, desc="maskgrpo", disable=None if main else True)
+    bar = tqdm(
+        total=cfg.max_steps, initial=state.step, desc="maskgrpo", disable=None if main else True
+    )
     on_step = _step_callback(cfg, s, logger, bar, lambda: saver.save(state))
     t0 = time.time()
     precision = autocast_context(s.device, cfg.mixed_precision)
@@ -299,14 +303,14 @@ def _resume(
     cfg: TrainConfig, folder: Path, s: Setup, parts: TrainParts, logger: RunLogger
 ) -> TrainState:
     """Load ``folder`` into the model and ``parts``; drop metrics logged after it."""
-    saved_lr = read_trainer_state(folder)["config"]["lr"]
+    saved_lr = read_trainer_state(folder)["config"]["learning_rate"]
     lora = is_lora(s.policy.model)  # with LoRA the checkpoint holds the adapter tensors only
     state = load_checkpoint(
         folder, model=s.policy.model, parts=parts, modality=s.modality, strict=not lora
     )
-    if cfg.lr != saved_lr:
-        set_learning_rate(parts, cfg.lr)
-        log.info("learning rate changed on resume: %s -> %s", saved_lr, cfg.lr)
+    if cfg.learning_rate != saved_lr:
+        set_learning_rate(parts, cfg.learning_rate)
+        log.info("learning rate changed on resume: %s -> %s", saved_lr, cfg.learning_rate)
     logger.truncate(state.step)
     log.info("resumed from %s at step %d, inner update %d", folder, state.step, state.inner)
     return state
@@ -334,8 +338,8 @@ class _Saver:
             write_model=self._write_model,
             parts=self.parts,
             config=dataclasses.asdict(self.cfg),
-            rows_per_step=self.cfg.rollouts // self.cfg.group_size,
-            keep=self.cfg.keep_checkpoints,
+            rows_per_step=self.cfg.prompts_per_step(dist.rank_world()[1]),
+            keep=self.cfg.save_total_limit,
         )
         self.position = state.position
         return self.last
@@ -369,14 +373,14 @@ def _step_callback(
             )
             metrics["heldout_accuracy"] = ev.accuracy
         metrics["world_size"] = dist.rank_world()[1]
-        if step % cfg.log_every == 0:
+        if step % cfg.logging_steps == 0:
             logger.log(metrics)
         if cfg.sample_every and step % cfg.sample_every == 0:
-            k = min(cfg.group_size, len(rollout.prompts))
+            k = min(cfg.num_generations, len(rollout.prompts))
             logger.samples(
                 step, rollout.prompts[:k], rollout.completions[:k], rollout.rewards.total[:k]
             )
-        if cfg.save_every and step % cfg.save_every == 0:
+        if cfg.save_steps and step % cfg.save_steps == 0:
             save()
         bar.update(1)
         bar.set_postfix(reward=f"{metrics['reward_mean']:.3f}", loss=f"{metrics['loss']:.4f}")
@@ -400,10 +404,10 @@ def run_eval(cfg: EvalConfig) -> TaskEval | dict[str, Any]:
         s.task,
         s.settings,
         num_prompts=cfg.num_prompts,
-        batch_size=cfg.batch_size,
+        batch_size=cfg.per_device_eval_batch_size,
         seed=cfg.seed,
     )
-    out = Path(cfg.out_dir)
+    out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     record = {
         "task": s.task.name,
