@@ -124,7 +124,7 @@ def sampler_speed(
 
 def step_split(cfg: TrainConfig, repeats: int) -> dict[str, Any]:
     """Median seconds of one MaskGRPO step's parts (rollout, scoring, old/ref, updates)."""
-    s = setup(cfg, cfg.seed, cfg.task, cfg.task_seed, cfg.device, cfg)
+    s = setup(cfg, cfg.seed, cfg.dataset, cfg.dataset_seed, cfg.device, cfg)
     model = s.policy.model.eval()
     rewards = _reward_set(cfg, s.task)
     parts = build_parts(cfg, model)
@@ -212,7 +212,7 @@ def run_speed(quick: bool, seed: int) -> dict[str, Any]:
     cfg = demo_train_config(demo)
     if quick:
         cfg = _replace(cfg, per_device_train_batch_size=4 * cfg.num_generations, num_iterations=2)
-    s = setup(cfg, cfg.seed, cfg.task, cfg.task_seed, "cpu", cfg)
+    s = setup(cfg, cfg.seed, cfg.dataset, cfg.dataset_seed, "cpu", cfg)
     model = s.policy.model.eval()
     rollouts = cfg.rollouts_per_step()
     prompts = s.modality.encode_prompts(
@@ -236,7 +236,7 @@ def run_speed(quick: bool, seed: int) -> dict[str, Any]:
         diffusion_steps=8 if quick else 32,
         block_length=8 if quick else 16,
     )
-    ls = setup(long_cfg, seed, cfg.task, cfg.task_seed, "cpu", long_cfg)
+    ls = setup(long_cfg, seed, cfg.dataset, cfg.dataset_seed, "cpu", long_cfg)
     long_settings = {
         "gen_length": long_cfg.max_completion_length,
         "steps": long_cfg.diffusion_steps,

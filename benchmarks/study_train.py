@@ -97,7 +97,7 @@ def text_base(seed: int, out: Path, budget: Budget) -> dict[str, Any]:
 
 
 def _evaluate(policy: Any, cfg: DemoConfig, budget: Budget) -> dict[str, Any]:
-    task = make_task(cfg.task, seed=cfg.task_seed)
+    task = make_task(cfg.dataset, seed=cfg.dataset_seed)
     modality = TextModality(policy.tokenizer, policy.spec, prompt_width=task.max_prompt_chars)
     greedy = sampler_settings(TrainConfig(), task.answer_chars, greedy=True)
     ev = evaluate_task(
@@ -125,7 +125,7 @@ def text_run(strategy: str, gamma: float, seed: int, out: Path, budget: Budget) 
         rollouts = budget.prompts_per_step * cfg.num_generations
         cfg = dataclasses.replace(cfg, per_device_train_batch_size=rollouts)
     result = run_train(cfg)
-    task = make_task(cfg.task, seed=cfg.task_seed)
+    task = make_task(cfg.dataset, seed=cfg.dataset_seed)
     policy = load_policy(
         result["checkpoint"], alphabet=task.alphabet, max_length=0, device=resolve_device("cpu")
     )

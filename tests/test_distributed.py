@@ -36,7 +36,7 @@ cfg = TrainConfig(max_steps=1, per_device_train_batch_size=2,
                   beta=0.0, dim=32, n_layers=1, n_heads=2, device="cpu", temperature=1.0,
                   learning_rate=1e-2)
 cfg.validate()
-s = setup(cfg, cfg.seed, cfg.task, cfg.task_seed, "cpu", cfg)
+s = setup(cfg, cfg.seed, cfg.dataset, cfg.dataset_seed, "cpu", cfg)
 
 def on_step(metrics, rollout):
     record = {"seqs": rollout.sequences, "loss": metrics["loss"], "world": world}

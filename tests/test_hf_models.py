@@ -168,4 +168,4 @@ def test_cli_trains_a_hugging_face_folder_with_lora_and_resumes(
     steps = [json.loads(line)["step"] for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert steps == [1, 2]
     with pytest.raises(SystemExit):  # the task's '.' is not in this tokenizer: a clear error
-        main(["train", "--model", str(llama_dir), "--task", "sudoku4", "--output-dir", str(out)])
+        main(["train", "--model", str(llama_dir), "--dataset", "sudoku4", "--output-dir", str(out)])

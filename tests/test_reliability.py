@@ -129,7 +129,7 @@ def _tiny_cfg(out: Path, **over: Any) -> TrainConfig:
 
 
 def _setup(cfg: TrainConfig) -> Setup:
-    return setup(cfg, cfg.seed, cfg.task, cfg.task_seed, "cpu", cfg)
+    return setup(cfg, cfg.seed, cfg.dataset, cfg.dataset_seed, "cpu", cfg)
 
 
 def test_sigint_saves_and_resume_completes(tmp_path: Path) -> None:

@@ -33,18 +33,23 @@ def _out(text: str) -> None:
     sys.stdout.flush()
 
 
-def _sft(cfg: SFTConfig) -> None:
+def _sft(cfg: SFTConfig, _: argparse.Namespace) -> None:
     from .trainer.run import run_sft
 
     _out(json.dumps(run_sft(cfg), indent=2))
 
 
-def _train(cfg: TrainConfig) -> None:
+def _train(cfg: TrainConfig, args: argparse.Namespace) -> None:
     from .trainer.distributed import is_main
     from .trainer.grpo import TrainingAborted
     from .trainer.interrupt import TrainingInterrupted
     from .trainer.run import run_train
 
+    if args.dry_run:
+        from .trainer.dry_run import dry_run
+
+        _out(json.dumps(dry_run(cfg, say=_out), indent=2))
+        return
     try:
         summary = run_train(cfg)
         if is_main():  # one summary per launch, not one per process
@@ -57,14 +62,14 @@ def _train(cfg: TrainConfig) -> None:
         raise SystemExit(1) from None
 
 
-def _generate(cfg: GenerateConfig) -> None:
+def _generate(cfg: GenerateConfig, _: argparse.Namespace) -> None:
     from .trainer.run import run_generate
 
     for row in run_generate(cfg):
         _out(json.dumps(row))
 
 
-def _eval(cfg: EvalConfig) -> None:
+def _eval(cfg: EvalConfig, _: argparse.Namespace) -> None:
     from .trainer.run import run_eval
 
     result = run_eval(cfg)
@@ -84,7 +89,7 @@ def _eval(cfg: EvalConfig) -> None:
     )
 
 
-def _demo(cfg: DemoConfig) -> None:
+def _demo(cfg: DemoConfig, _: argparse.Namespace) -> None:
     if cfg.modality == "image":
         from .image.demo import run_image_demo
 
@@ -95,7 +100,7 @@ def _demo(cfg: DemoConfig) -> None:
         run_demo(cfg, say=_out)
 
 
-COMMANDS: dict[str, tuple[type, Callable[[Any], None], str]] = {
+COMMANDS: dict[str, tuple[type, Callable[[Any, argparse.Namespace], None], str]] = {
     "sft": (SFTConfig, _sft, "masked-diffusion SFT of a base policy"),
     "train": (TrainConfig, _train, "MaskGRPO reinforcement learning"),
     "generate": (GenerateConfig, _generate, "sample completions from a model"),
@@ -124,6 +129,15 @@ def build_parser() -> argparse.ArgumentParser:
             allow_abbrev=False,  # a prefix such as --lr must not silently pick --lr-scheduler-type
         )
         add_config_arguments(p, cls)
+        if name == "train":
+            p.add_argument(
+                "--dry-run",
+                action="store_true",
+                help="Check a run on a CPU before renting GPUs: load and validate the data, the "
+                "template and the rewards, check the config, build the model (a tiny model of "
+                "the same architecture when the weights are not here) and run one step, "
+                "writing to a temporary folder.",
+            )
     return parser
 
 
@@ -144,7 +158,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         torch.set_num_threads(cfg.threads)
     try:
-        run(cfg)
+        run(cfg, args)
     except ValueError as err:
         parser.exit(2, f"maskgrpo {args.command}: error: {err}\n")
     finally:

@@ -9,7 +9,7 @@ Prompt layout: the template's system prompt (or ``system_prompt``) is the system
 tokenizer's chat template; the few-shot examples and the question are one user turn. A
 tokenizer without a chat template gets the system prompt as plain text before the user turn.
 Few-shot examples are the first rows of ``few_shot_file`` (file datasets) or rows generated
-with a seed derived from ``task_seed`` (countdown, sudoku), answered in the template's format.
+with a seed derived from ``dataset_seed`` (countdown, sudoku), answered in the template's format.
 
 Sample ``j`` of prompt ``i`` draws from ``derive_generator(seed, i, j)``, so a completion does
 not depend on the batch size or on which other prompts share its batch.
@@ -145,7 +145,7 @@ def benchmark_rows(cfg: EvalConfig) -> tuple[list[Row], str]:
     base = benchmark_template(cfg)
     shots: list[tuple[str, str]] = []
     if cfg.few_shot:
-        shot_seed = derive_seed(cfg.task_seed, "few_shot")  # generated datasets only
+        shot_seed = derive_seed(cfg.dataset_seed, "few_shot")  # generated datasets only
         examples = _raw_rows(cfg, PLAIN_TEMPLATE, cfg.few_shot_file, cfg.few_shot, shot_seed)
         if len(examples) < cfg.few_shot:
             raise ValueError(
@@ -154,7 +154,7 @@ def benchmark_rows(cfg: EvalConfig) -> tuple[list[Row], str]:
             )
         shots = [(str(r["prompt"]), _shot_answer(cfg.dataset, r)) for r in examples]
     user = dataclasses.replace(base, system="", few_shot=tuple(shots))
-    rows = _raw_rows(cfg, user, cfg.data_file, cfg.limit, cfg.task_seed)
+    rows = _raw_rows(cfg, user, cfg.data_file, cfg.limit, cfg.dataset_seed)
     system = cfg.system_prompt or base.system
     log.info("%s: %d rows, template %s, %d shots", cfg.dataset, len(rows), base.name, len(shots))
     return rows, system
@@ -193,7 +193,7 @@ def sampler_settings_for(cfg: EvalConfig) -> SamplerSettings:
 
 def _default_source(cfg: EvalConfig) -> str:
     if cfg.dataset in GENERATED:
-        return f"generated(task_seed={cfg.task_seed})"
+        return f"generated(dataset_seed={cfg.dataset_seed})"
     return "hub default of the recipe"
 
 

@@ -135,7 +135,7 @@ def _setup(
     cfg: DemoConfig, recipe: ImageRecipe
 ) -> tuple[Any, ImageModality, SpecSplit, WorldConfig]:
     world = WorldConfig(image_size=recipe.image_size, snap=recipe.snap)
-    split = split_specs(cfg.task_seed, world, heldout_fraction=recipe.heldout_fraction)
+    split = split_specs(cfg.dataset_seed, world, heldout_fraction=recipe.heldout_fraction)
     quantizer = fit_quantizer(
         recipe.codebook_size, seed=cfg.seed, config=world, patch_size=recipe.patch_size
     )

@@ -34,14 +34,14 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
 from .. import __version__
-from ..config import TrainConfig
+from ..config import MaskGRPOConfig
 from ..masking import MaskedView
 from ..modality import Modality
 from ..rewards.combine import RewardResult
@@ -67,8 +67,12 @@ PICKLE_SUFFIXES = (".pt", ".pth", ".pkl", ".pickle", ".bin", ".ckpt")
 _NAME = re.compile(r"^step_\d{6}(_inner_\d{2})?(_r\d+)?$")
 # Fields a resumed run must share with its checkpoint: they fix tensor shapes or the data.
 FIXED_FIELDS = (
-    "task",
-    "task_seed",
+    "dataset",
+    "dataset_seed",
+    "data_file",
+    "dataset_split",
+    "dataset_columns",
+    "limit",
     "model",
     "dim",
     "n_layers",
@@ -79,6 +83,7 @@ FIXED_FIELDS = (
     "gradient_accumulation_steps",
     "num_iterations",
 )
+C = TypeVar("C", bound=MaskGRPOConfig)
 STALL_ENV = "MASKGRPO_CHECKPOINT_STALL"  # testing hook: "<point>:<flag file>", see _stall
 
 
@@ -159,6 +164,7 @@ def rollout_from_record(rec: dict[str, Any], modality: Modality) -> Rollout:
         old_logp=rec["old_logp"],
         ref_logp=rec["ref_logp"],
         vocab_range=None if vocab is None else (int(vocab[0]), int(vocab[1])),
+        prompt_width=modality.prompt_width,
     )
 
 
@@ -371,13 +377,15 @@ def load_checkpoint(
     )
 
 
-def reconcile_config(cfg: TrainConfig, saved: dict[str, Any], folder: Path) -> TrainConfig:
+def reconcile_config(cfg: C, saved: dict[str, Any], folder: Path) -> C:
     """``cfg`` for resuming from ``folder`` (whose config is ``saved``).
 
     A changed fixed field is an error naming it; a changed seed warns and keeps the saved one;
     any other change (learning rate, steps, ...) is allowed and logged.
     """
     for name in FIXED_FIELDS:
+        if not hasattr(cfg, name):  # the Python API's config names no model or data source
+            continue
         if name not in saved:
             raise ValueError(
                 f"checkpoint {folder} has no {name!r} in its config: it was written by a "

@@ -38,7 +38,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ..config import TrainConfig
+from ..config import MaskGRPOConfig
 from ..grpo import group_advantages, grpo_loss
 from ..logprobs import view_logprobs
 from ..lora import is_lora, reference_policy
@@ -77,6 +77,7 @@ class Rollout:
     old_logp: list[Tensor]  # mu x (N, W + L)
     ref_logp: list[Tensor | None]
     vocab_range: tuple[int, int] | None = None  # softmax restricted to these ids (image codes)
+    prompt_width: int = 0  # W: the completion is sequences[:, W:]
 
 
 @dataclass
@@ -123,7 +124,7 @@ class TrainingAborted(RuntimeError):
 
 
 def sampler_settings(
-    cfg: TrainConfig, answer_tokens: int, *, greedy: bool = False
+    cfg: MaskGRPOConfig, answer_tokens: int, *, greedy: bool = False
 ) -> SamplerSettings:
     gen_length = cfg.max_completion_length or answer_tokens + 1
     return SamplerSettings(
@@ -150,7 +151,7 @@ def prompt_batch(
 
 @torch.no_grad()
 def make_rollout(
-    cfg: TrainConfig,
+    cfg: MaskGRPOConfig,
     step: int,
     model: nn.Module,
     ref_model: nn.Module | None,
@@ -195,6 +196,7 @@ def make_rollout(
             [],
             [],
             modality.vocab_range,
+            width,
         )
     micro = cfg.per_device_train_batch_size
     vocab = modality.vocab_range
@@ -218,7 +220,7 @@ def make_rollout(
             else None
         )
     return Rollout(
-        prompts, completions, seqs, result, advantages, base_mask, views, old, ref, vocab
+        prompts, completions, seqs, result, advantages, base_mask, views, old, ref, vocab, width
     )
 
 
@@ -229,7 +231,7 @@ def scorable_rows(total: list[float | None], group_size: int) -> Tensor:
 
 
 def inner_update(
-    cfg: TrainConfig,
+    cfg: MaskGRPOConfig,
     j: int,
     model: nn.Module,
     rollout: Rollout,
@@ -247,8 +249,10 @@ def inner_update(
         return StepStats(0.0, 0.0, 0.0, 0, 0.0, skipped_updates=1)
     micro = cfg.per_device_train_batch_size
     vocab = rollout.vocab_range
+    # dr_grpo (Dr.GRPO, TRL): a constant, rollouts x completion length; dapo: the scored tokens
+    completion_length = rollout.sequences.shape[-1] - rollout.prompt_width
     normalizer = (
-        float(n_all * view.scored.shape[-1]) if cfg.normalization == "constant" else float(tokens)
+        float(n_all * completion_length) if cfg.normalization == "constant" else float(tokens)
     )
     optimizer.zero_grad(set_to_none=True)
     total_loss, kl, clip = 0.0, 0.0, 0.0
@@ -289,7 +293,7 @@ def inner_update(
     return StepStats(total_loss, kl, clip, tokens, grad_norm, skipped_updates=0)
 
 
-def reference_model(cfg: TrainConfig, model: nn.Module) -> nn.Module | None:
+def reference_model(cfg: MaskGRPOConfig, model: nn.Module) -> nn.Module | None:
     """A frozen copy of the initial policy, kept only when the KL term is on (``beta > 0``).
 
     With LoRA the reference is the same model with the adapter disabled (no copy).
@@ -304,7 +308,7 @@ def reference_model(cfg: TrainConfig, model: nn.Module) -> nn.Module | None:
     return ref
 
 
-def build_parts(cfg: TrainConfig, model: nn.Module) -> TrainParts:
+def build_parts(cfg: MaskGRPOConfig, model: nn.Module) -> TrainParts:
     """Reference copy of ``model`` as it is now (call before loading a checkpoint), AdamW, schedule."""
     optimizer = torch.optim.AdamW(
         model.parameters(),
@@ -367,7 +371,7 @@ def _step_metrics(
     return metrics
 
 
-def record_update(cfg: TrainConfig, state: TrainState, stats: StepStats) -> None:
+def record_update(cfg: MaskGRPOConfig, state: TrainState, stats: StepStats) -> None:
     """Advance ``state`` past one inner update; abort after too many non-finite ones in a row."""
     state.stats.append(stats)
     state.inner += 1
@@ -385,7 +389,7 @@ def record_update(cfg: TrainConfig, state: TrainState, stats: StepStats) -> None
 
 
 def train_grpo(
-    cfg: TrainConfig,
+    cfg: MaskGRPOConfig,
     model: nn.Module,
     modality: Modality,
     rows: list[dict[str, Any]],

@@ -23,7 +23,7 @@ import torch
 from safetensors.torch import save_file
 from torch import nn
 
-from ..config import ModelConfig, TrainConfig
+from ..config import MaskGRPOConfig, ModelConfig
 from ..lora import apply_lora, enable_gradient_checkpointing, is_lora
 from ..models.hf import load_hf_policy
 from ..models.hf_modality import HFTextModality
@@ -66,7 +66,7 @@ def _context_limit(model: nn.Module) -> int | None:
     return None
 
 
-def prepare_model(cfg: TrainConfig, model: nn.Module) -> nn.Module:
+def prepare_model(cfg: MaskGRPOConfig, model: nn.Module) -> nn.Module:
     """LoRA when ``lora_r > 0`` (adapter A from the run's seed), then gradient checkpointing."""
     if cfg.lora_r > 0:
         model = apply_lora(
@@ -126,7 +126,7 @@ def load_for_task(
     config: Any = getattr(model, "config", None)
     if getattr(config, "use_cache", None):  # no KV cache: every pass sees the whole sequence,
         config.use_cache = False  # and checkpointed blocks must not append to one
-    if isinstance(cfg, TrainConfig):
+    if isinstance(cfg, MaskGRPOConfig):
         model = prepare_model(cfg, model)
     log.info("task %s: prompt width %d, answers up to %d tokens", task.name, width, answer_tokens)
     return (

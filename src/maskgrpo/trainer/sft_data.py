@@ -1,0 +1,147 @@
+"""What ``maskgrpo sft --dataset`` trains: the policy, and (prompt, completion) id batches.
+
+Prompts go through the same text modality as training (chat template and system prompt, one
+fixed width); a completion is its tokens then EOS up to ``max_completion_length`` (LLaDA pads
+with EOS, so the model learns where answers end). A completion that leaves no room for EOS is
+dropped and counted, not cut: a cut solution would teach an answer without its end. The batch
+order is a function of the seed (per-epoch permutations), as in :func:`~.sft.train_sft`.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from ..config import SFTConfig
+from ..datasets.training import TrainingData
+from ..lora import apply_lora, enable_gradient_checkpointing
+from ..policy import Policy, is_tiny_model, load_policy, resolve_device
+from ..rng import derive_generator
+from .hf_setup import TORCH_DTYPES
+from .model_setup import _raw_ids, build_text_modality
+from .sft import sft_loss
+
+__all__ = ["SFTBatches", "load_sft_policy", "sft_batches"]
+
+log = logging.getLogger(__name__)
+
+
+def load_sft_policy(
+    cfg: SFTConfig, data: TrainingData, gen_length: int
+) -> tuple[Policy, torch.device]:
+    """A new tiny model over the data's characters, a saved one, or a Hugging Face model
+    (LoRA when ``lora_r > 0``, gradient checkpointing when asked)."""
+    device = resolve_device(cfg.device)
+    system = cfg.system_prompt or data.system_prompt
+    prefix = f"{system}\n\n" if system else ""
+    alphabet = data.alphabet + "".join(sorted(set(prefix) - set(data.alphabet)))
+    if is_tiny_model(cfg.model):
+        width = max(len(prefix + str(r["prompt"])) for r in data.train)
+        policy = load_policy(
+            cfg.model, alphabet=alphabet, max_length=width + gen_length, dim=cfg.dim,
+            n_layers=cfg.n_layers, n_heads=cfg.n_heads, device=device,
+            init_generator=derive_generator(cfg.seed, "init"),
+        )  # fmt: skip
+        return policy, device
+    from ..models.hf import load_hf_policy
+
+    hf = load_hf_policy(
+        cfg.model, trust_remote_code=cfg.trust_remote_code, dtype=TORCH_DTYPES[cfg.dtype],
+        device=device, mask_token=cfg.mask_token or None,
+    )  # fmt: skip
+    model = hf.model
+    if getattr(getattr(model, "config", None), "use_cache", None):
+        model.config.use_cache = False  # type: ignore[union-attr]
+    if cfg.lora_r > 0:
+        model = apply_lora(
+            model, r=cfg.lora_r, alpha=cfg.lora_alpha, targets=cfg.lora_targets,
+            generator=derive_generator(cfg.seed, "lora"),
+        )  # fmt: skip
+    if cfg.gradient_checkpointing:
+        enable_gradient_checkpointing(model)
+    return Policy(model, hf.tokenizer, hf.spec), device
+
+
+@dataclass
+class SFTBatches:
+    """All rows encoded once; :meth:`loss` draws step ``s``'s batch and returns its loss."""
+
+    prompt_ids: Tensor  # (N, W)
+    completion_ids: Tensor  # (N, L)
+    model: torch.nn.Module
+    mask_id: int
+    batch_size: int
+    seed: int
+    min_mask_ratio: float
+    dropped: int
+
+    def __post_init__(self) -> None:
+        self._data_gen = derive_generator(self.seed, "sft-data")
+        self._mask_gen = derive_generator(self.seed, "sft-mask", device=self.prompt_ids.device)
+        self._order = torch.randperm(self.rows, generator=self._data_gen).tolist()
+        self._cursor = 0
+
+    @property
+    def rows(self) -> int:
+        return int(self.prompt_ids.shape[0])
+
+    def loss(self, step: int) -> Tensor:
+        if self._cursor + self.batch_size > len(self._order):
+            self._order = torch.randperm(self.rows, generator=self._data_gen).tolist()
+            self._cursor = 0
+        index = torch.tensor(self._order[self._cursor : self._cursor + self.batch_size])
+        self._cursor += self.batch_size
+        index = index.to(self.prompt_ids.device)
+        return sft_loss(
+            self.model,
+            self.prompt_ids[index],
+            self.completion_ids[index],
+            mask_id=self.mask_id,
+            generator=self._mask_gen,
+            min_mask_ratio=self.min_mask_ratio,
+        )
+
+
+def sft_batches(
+    cfg: SFTConfig, data: TrainingData, policy: Policy, gen_length: int, device: torch.device
+) -> SFTBatches:
+    """Encode the rows whose completion fits ``gen_length - 1`` tokens plus EOS."""
+    column = data.completion_column
+    eos = policy.spec.eos_id
+    kept, completions = [], []
+    longest = 0
+    for row in data.train:
+        ids = _raw_ids(policy.tokenizer, str(row[column]))
+        longest = max(longest, len(ids))
+        if len(ids) < gen_length:
+            kept.append(row)
+            completions.append(ids + [eos] * (gen_length - len(ids)))
+    dropped = len(data.train) - len(kept)
+    if not kept:
+        raise ValueError(
+            f"no completion of {data.name} fits max_completion_length={gen_length} with its EOS "
+            f"(the longest has {longest} tokens); raise max_completion_length"
+        )
+    if dropped:
+        log.warning(
+            "%d of %d rows dropped: their completion does not fit max_completion_length=%d",
+            dropped, len(data.train), gen_length,
+        )  # fmt: skip
+    system = cfg.system_prompt or data.system_prompt
+    modality, (kept,) = build_text_modality(
+        policy, [kept], system_prompt=system, gen_length=gen_length, truncate=False
+    )
+    prompts = modality.encode_prompts([str(r["prompt"]) for r in kept], device)  # (N, W)
+    return SFTBatches(
+        prompt_ids=prompts,
+        completion_ids=torch.tensor(completions, dtype=torch.long, device=device),
+        model=policy.model,
+        mask_id=policy.spec.mask_id,
+        batch_size=min(cfg.per_device_train_batch_size, len(kept)),
+        seed=cfg.seed,
+        min_mask_ratio=cfg.min_mask_ratio,
+        dropped=dropped,
+    )
