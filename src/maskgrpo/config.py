@@ -130,6 +130,24 @@ class SamplingConfig:
         for name in ("max_completion_length", "diffusion_steps", "block_length"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name}={getattr(self, name)} must be >= 0 (0 = automatic)")
+        if self.max_completion_length:
+            check_blocks(self.max_completion_length, self.block_length, self.diffusion_steps)
+
+
+def check_blocks(length: int, block_length: int, steps: int) -> None:
+    """The semi-autoregressive sampler's shape rules (0 = ``length``), before any model."""
+    block, steps = block_length or length, steps or length
+    if length % block:
+        raise ValueError(
+            f"max_completion_length={length} must be a multiple of block_length={block}"
+        )
+    blocks = length // block
+    if steps % blocks or steps // blocks > block:
+        raise ValueError(
+            f"diffusion_steps={steps} must be a multiple of the {blocks} blocks "
+            f"(max_completion_length / block_length) and at most {length}; e.g. "
+            f"diffusion_steps={blocks * max(1, min(block, steps // blocks))}"
+        )
 
 
 @dataclass

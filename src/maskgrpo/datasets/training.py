@@ -244,16 +244,19 @@ def _mbpp_split(rows: list[Row], split: str) -> list[Row]:
     return [r for r in rows if lo <= r["task_id"] <= hi]
 
 
-def _recipe_rows(name: str, source: str, split: str, cfg: Any, limit: int | None) -> list[Row]:
-    """User-turn rows of file recipe ``name`` from ``source`` ('' = its default source)."""
+def _recipe_rows(
+    name: str, source: str, split: str, cfg: Any, limit: int | None, *, renames: bool = True
+) -> list[Row]:
+    """User-turn rows of file recipe ``name`` from ``source`` ('' = its default source);
+    ``renames`` applies ``--dataset-columns`` (the training dataset's own rows only)."""
     user = dataclasses.replace(RECIPE_TEMPLATES[name], system="")
     local = bool(source) and os.path.isfile(source)
     opts = RecipeOptions(
         source=source or None,
         split=split,
-        config=getattr(cfg, "dataset_config", "") or None,
+        config=(getattr(cfg, "dataset_config", "") or None) if renames else None,
         limit=None if (local and name == "mbpp") else limit,
-        columns=_columns(cfg),
+        columns=_columns(cfg) if renames else None,
         template=user,
     )
     rows = load_recipe(name, opts)
@@ -277,13 +280,20 @@ def _generated_data(cfg: Any, name: str, eval_rows: int) -> tuple[list[Row], lis
     train = _generated(
         name, cfg.limit or GENERATED_TRAIN_ROWS, derive_seed(cfg.dataset_seed, "train")
     )
+    if not eval_rows:
+        return train, []
     seen = {r["prompt"] for r in train}
     held = _generated(name, 2 * eval_rows, derive_seed(cfg.dataset_seed, "eval"))
     return train, [r for r in held if r["prompt"] not in seen][:eval_rows]
 
 
+# A new tiny model's characters: printable ASCII and newline/tab, plus every character of the
+# loaded rows, so later rows of the same kind (held-out, another split) mostly fit it too.
+_BASE_CHARS = "".join(chr(c) for c in range(32, 127)) + "\n\t"
+
+
 def _alphabet(data: TrainingData) -> str:
-    chars = set(data.system_prompt)
+    chars = set(data.system_prompt) | set(_BASE_CHARS)
     for row in data.train + data.eval:
         chars.update(str(row["prompt"]))
         for key in (data.completion_column, "answer"):
@@ -292,14 +302,19 @@ def _alphabet(data: TrainingData) -> str:
     return "".join(sorted(chars))
 
 
-def load_training_data(cfg: Any, *, need_eval: bool = True, sft: bool = False) -> TrainingData:
+def load_training_data(
+    cfg: Any, *, need_eval: bool | None = None, sft: bool = False
+) -> TrainingData:
     """Train and held-out rows of ``cfg.dataset`` (a :class:`~maskgrpo.config.DataConfig`, with
     ``eval_dataset``/``eval_data_file``/``eval_split``/``eval_limit`` when training).
 
-    ``need_eval=False`` skips the held-out rows (no evaluation configured); ``sft=True`` adds a
-    ``completion`` column to recipe rows (:func:`reference_completion`).
+    Held-out rows are loaded when ``need_eval`` (default: when ``cfg.eval_every`` is set);
+    ``sft=True`` adds a ``completion`` column to recipe rows (:func:`reference_completion`).
     """
     from ..tasks import TASKS, make_task
+
+    if need_eval is None:
+        need_eval = bool(getattr(cfg, "eval_every", 0))
 
     name = cfg.dataset
     limit = cfg.limit or None
@@ -307,11 +322,12 @@ def load_training_data(cfg: Any, *, need_eval: bool = True, sft: bool = False) -
     if name in TASKS:
         task = make_task(name, seed=cfg.dataset_seed)
         data = TrainingData(
-            name, task.train[:limit], task.heldout, (list(task.rewards), list(task.weights)),
-            completion_column="answer", answer_tokens=task.answer_chars,
+            name, task.train[:limit], task.heldout if need_eval else [],
+            (list(task.rewards), list(task.weights)),
+            completion_column="answer", answer_tokens=task.answer_chars, alphabet=task.alphabet,
         )  # fmt: skip
     elif name in GENERATED_RECIPES:
-        train, held = _generated_data(cfg, name, eval_limit if need_eval else 1)
+        train, held = _generated_data(cfg, name, eval_limit if need_eval else 0)
         data = TrainingData(name, train, held, recipe_rewards(name))
     elif name in FILE_RECIPES:
         train = _recipe_rows(name, cfg.data_file, cfg.dataset_split, cfg, limit)
@@ -335,7 +351,7 @@ def load_training_data(cfg: Any, *, need_eval: bool = True, sft: bool = False) -
     if need_eval:
         _attach_eval(data, cfg, eval_limit)
     data.system_prompt = getattr(cfg, "system_prompt", "") or data.system_prompt
-    data.alphabet = _alphabet(data)
+    data.alphabet = data.alphabet or _alphabet(data)
     log.info(
         "dataset %s: %d training rows, %d held-out rows", name, len(data.train), len(data.eval)
     )
@@ -362,7 +378,7 @@ def _attach_eval(data: TrainingData, cfg: Any, eval_limit: int) -> None:
                 f"eval_dataset={source!r}: only the file recipes {sorted(FILE_RECIPES)} can "
                 f"evaluate another dataset; leave it empty for {source}'s own held-out rows"
             )
-        data.eval = _recipe_rows(source, eval_file, split, cfg, eval_limit)
+        data.eval = _recipe_rows(source, eval_file, split, cfg, eval_limit, renames=False)
         data.eval_rewards = recipe_rewards(
             source, allow_unsafe=getattr(cfg, "allow_unsafe_code", False)
         )

@@ -62,7 +62,7 @@ from .checkpoint import (
 from .grpo import Rollout, TrainingAborted, TrainParts, TrainState, build_parts, train_grpo
 from .hf_setup import save_state
 from .interrupt import StopRequest, TrainingInterrupted, handle_signals
-from .model_setup import build_policy, build_text_modality
+from .model_setup import build_policy, build_text_modality, drop_unknown_characters
 from .outputs import RunLogger, plot_curves, read_metrics
 from .periodic_eval import HeldOutEvaluation, eval_records, plot_heldout
 from .reward_funcs import make_reward_set, resolve_reward_funcs
@@ -137,18 +137,21 @@ class MaskGRPOTrainer:
             self.eval_reward_set = self._rewards(eval_reward_funcs, self.eval_rows, [])
         self._resume_from = self._resolve_resume(self.args.resume)
         self.device = torch.device(_process_device(self.args.device))
-        self.model_name = model if isinstance(model, str) else type(model).__name__
-        alphabet = "".join(
-            sorted({c for r in self.train_rows + self.eval_rows for c in r["prompt"]})
-        )
+        named = getattr(self.args, "model", "")  # the command line's --model
+        self.model_name = model if isinstance(model, str) else named or type(model).__name__
         self.policy = build_policy(
-            model, processing_class, self.args, peft_config, device=self.device, alphabet=alphabet
+            model, processing_class, self.args, peft_config, device=self.device
+        )
+        self.train_rows, self.eval_rows = drop_unknown_characters(
+            [self.train_rows, self.eval_rows], self.policy.tokenizer
         )
         self.settings = self._sampler_settings()
         if modality is None:
+            absolute = isinstance(self.policy.model, TinyDiffusionLM)  # width as in its SFT
             modality, (self.train_rows, self.eval_rows) = build_text_modality(
                 self.policy, [self.train_rows, self.eval_rows], system_prompt=self.system_prompt,
                 gen_length=self.settings.gen_length, truncate=self.args.truncate_prompts,
+                width_sets=1 if absolute else None,
             )  # fmt: skip
         self.modality: Modality = modality
         self.state = TrainState()

@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from ..config import MaskGRPOConfig
+from ..datasets.training import TrainingData
 from ..lora import enable_gradient_checkpointing, is_lora
 from ..modality import TextModality
 from ..models.hf_modality import HFTextModality
@@ -33,15 +34,22 @@ from ..tokenizer import CharTokenizer
 from .hf_setup import TORCH_DTYPES, prepare_model
 
 __all__ = [
+    "TINY_MIN_POSITIONS",
     "apply_peft",
     "build_policy",
     "build_text_modality",
     "context_limit",
+    "drop_unknown_characters",
+    "new_tiny",
+    "raw_ids",
 ]
 
 log = logging.getLogger(__name__)
 
 Row = dict[str, Any]
+# A new tiny model for a recipe or file dataset gets at least this many positions, so held-out
+# rows (or a later training run's rows) longer than its SFT rows still fit.
+TINY_MIN_POSITIONS = 1024
 _LENGTH_KEYS = ("max_position_embeddings", "max_sequence_length", "n_positions", "max_length")
 
 
@@ -76,11 +84,10 @@ def build_policy(
     peft_config: Any,
     *,
     device: torch.device,
-    alphabet: str = "",
 ) -> Policy:
     """Load or wrap ``model``, then LoRA (``peft_config`` or ``args.lora_r``) and checkpointing."""
     if isinstance(model, str):
-        policy = _load_named(model, args, device, alphabet)
+        policy = _load_named(model, args, device)
     elif isinstance(model, nn.Module):
         if processing_class is None:
             raise ValueError(
@@ -111,7 +118,34 @@ def build_policy(
     return policy
 
 
-def _load_named(name: str, args: MaskGRPOConfig, device: torch.device, alphabet: str) -> Policy:
+def new_tiny(
+    data: TrainingData,
+    *,
+    system_prompt: str,
+    gen_length: int,
+    dim: int,
+    n_layers: int,
+    n_heads: int,
+    seed: int,
+    device: torch.device,
+) -> Policy:
+    """A new built-in tiny model over the data's characters, long enough for its prompts.
+
+    Synthetic tasks get exactly their width; other datasets at least TINY_MIN_POSITIONS.
+    """
+    prefix = f"{system_prompt}\n\n" if system_prompt else ""
+    width = max(len(prefix + str(r["prompt"])) for r in data.train + data.eval)
+    positions = width + gen_length
+    if data.answer_tokens is None:
+        positions = max(positions, TINY_MIN_POSITIONS)
+    alphabet = data.alphabet + "".join(sorted(set(prefix) - set(data.alphabet)))
+    return load_policy(
+        "tiny", alphabet=alphabet, max_length=positions, dim=dim, n_layers=n_layers,
+        n_heads=n_heads, device=device, init_generator=derive_generator(seed, "init"),
+    )  # fmt: skip
+
+
+def _load_named(name: str, args: MaskGRPOConfig, device: torch.device) -> Policy:
     if name == "tiny":
         raise ValueError(
             "model='tiny' builds a new tiny model from a dataset's characters on the command "
@@ -119,7 +153,7 @@ def _load_named(name: str, args: MaskGRPOConfig, device: torch.device, alphabet:
             "or a saved tiny-model folder"
         )
     if is_tiny_model(name):
-        return load_policy(name, alphabet=alphabet, max_length=0, device=device)
+        return load_policy(name, alphabet="", max_length=0, device=device)
     from ..models.hf import load_hf_policy
 
     hf = load_hf_policy(
@@ -170,7 +204,41 @@ class _PrefixedHF(_Prefixed, HFTextModality):
     pass
 
 
-def _raw_ids(tokenizer: Any, text: str) -> list[int]:
+def drop_unknown_characters(
+    row_sets: Sequence[list[Row]], tokenizer: Any, columns: Sequence[str] = ("prompt",)
+) -> list[list[Row]]:
+    """For a character tokenizer: the rows whose ``columns`` use only its alphabet.
+
+    A tiny model saved after SFT knows the characters of its SFT rows only; held-out or new
+    rows with other characters (often a curly quote) are skipped with a warning naming them.
+    """
+    if not isinstance(tokenizer, CharTokenizer):
+        return list(row_sets)
+    known = set(tokenizer.alphabet)
+    out, missing = [], set()
+    for rows in row_sets:
+        kept = []
+        for row in rows:
+            extra = {c for col in columns for c in str(row.get(col, ""))} - known
+            missing |= extra
+            if not extra:
+                kept.append(row)
+        if len(kept) < len(rows):
+            log.warning(
+                "%d of %d rows skipped: characters %s are not in the tiny model's alphabet",
+                len(rows) - len(kept), len(rows), sorted(missing)[:10],
+            )  # fmt: skip
+        if rows and not kept:
+            raise ValueError(
+                f"no row uses only the tiny model's characters (missing {sorted(missing)[:10]}); "
+                "train the model on this data first"
+            )
+        out.append(kept)
+    return out
+
+
+def raw_ids(tokenizer: Any, text: str) -> list[int]:
+    """Token ids of ``text`` without special tokens or template."""
     if isinstance(tokenizer, CharTokenizer):
         return tokenizer.encode(text)
     return [int(i) for i in tokenizer(text, add_special_tokens=False)["input_ids"]]
@@ -196,29 +264,37 @@ def build_text_modality(
     system_prompt: str,
     gen_length: int,
     truncate: bool,
+    width_sets: int | None = None,
 ) -> tuple[TextModality, list[list[Row]]]:
-    """The modality whose prompt width fits every prompt of ``row_sets``, and the rows (with
-    prompts cut to their last tokens when ``truncate`` and the model's positions require it)."""
+    """The modality and the rows it encodes.
+
+    The prompt width is the longest prompt of the first ``width_sets`` row sets (default: all);
+    a prompt of a later set that is longer keeps its last tokens (logged). Prompts longer than
+    the model's positions allow beside ``gen_length`` are an error, or with ``truncate`` keep
+    their last tokens.
+
+    The built-in tiny model has absolute positions, so its width must not change between SFT and
+    training: there only the training rows set it (``width_sets=1``).
+    """
     probe = _make_modality(policy, system_prompt, 1)
     lengths = [[len(probe.prompt_ids(str(r["prompt"]))) for r in rows] for rows in row_sets]
-    width = max(max(ls, default=1) for ls in lengths)
+    width = max(max(ls, default=1) for ls in lengths[: width_sets or len(row_sets)])
     _check_unknown(policy, probe, row_sets)
     limit = context_limit(policy.model)
     if limit is not None and width + gen_length > limit:
-        allowed = limit - gen_length
-        if not truncate or allowed < 1:
+        if not truncate or limit - gen_length < 1:
             raise ValueError(
                 f"the longest prompt has {width} tokens (with the template) and "
                 f"max_completion_length={gen_length}; together they exceed the model's {limit} "
                 "positions; lower max_completion_length, drop long rows, or set "
                 "truncate_prompts=true to keep the last tokens of long prompts"
             )
-        row_sets = [
-            _truncate(rows, ls, probe, policy.tokenizer, allowed)
-            for rows, ls in zip(row_sets, lengths, strict=True)
-        ]
-        width = allowed
-    return _make_modality(policy, system_prompt, width), list(row_sets)
+        width = limit - gen_length
+    fitted = [
+        _truncate(rows, ls, probe, policy.tokenizer, width)
+        for rows, ls in zip(row_sets, lengths, strict=True)
+    ]
+    return _make_modality(policy, system_prompt, width), fitted
 
 
 def _check_unknown(policy: Policy, probe: TextModality, row_sets: Sequence[list[Row]]) -> None:
@@ -230,9 +306,7 @@ def _check_unknown(policy: Policy, probe: TextModality, row_sets: Sequence[list[
     for rows in row_sets:
         for i, row in enumerate(rows):
             if unk in probe.prompt_ids(str(row["prompt"])):
-                bad = sorted(
-                    {c for c in str(row["prompt"]) if unk in _raw_ids(policy.tokenizer, c)}
-                )
+                bad = sorted({c for c in str(row["prompt"]) if unk in raw_ids(policy.tokenizer, c)})
                 raise ValueError(
                     f"prompt {i} ({str(row['prompt'])[:40]!r}) holds characters {bad[:8]} that "
                     "the tokenizer maps to its unknown token; pick a model whose vocabulary "
@@ -249,7 +323,7 @@ def _truncate(
         if length <= width:
             out.append(row)
             continue
-        ids = _raw_ids(tokenizer, str(row["prompt"]))
+        ids = raw_ids(tokenizer, str(row["prompt"]))
         drop = length - width
         while drop < len(ids):
             text = tokenizer.decode(ids[drop:])
@@ -261,5 +335,5 @@ def _truncate(
         out.append({**row, "prompt": text})
         cut += 1
     if cut:
-        log.warning("truncate_prompts: kept the last tokens of %d prompt(s) (width %d)", cut, width)
+        log.warning("kept the last %d tokens of %d long prompt(s)", width, cut)
     return out

@@ -33,6 +33,7 @@ from .evaluate import TaskEval, evaluate_task
 from .grpo import sampler_settings
 from .grpo_trainer import DEFAULT_COMPLETION_LENGTH, MaskGRPOTrainer
 from .hf_setup import load_for_task
+from .model_setup import new_tiny
 from .outputs import RunLogger
 from .reward_funcs import make_reward_set, resolve_reward_funcs
 from .sft import sft_loop
@@ -219,20 +220,12 @@ def _reward_sets(cfg: TrainConfig, data: TrainingData) -> tuple[RewardSet, Rewar
 
 
 def _new_tiny(cfg: TrainConfig, data: TrainingData) -> Policy:
-    """A new tiny model over the dataset's characters, long enough for every prompt."""
-    prefix = f"{cfg.system_prompt}\n\n" if cfg.system_prompt else ""
-    width = max(len(prefix + str(r["prompt"])) for r in data.train + data.eval)
-    alphabet = data.alphabet + "".join(sorted(set(prefix) - set(data.alphabet)))
-    return load_policy(
-        "tiny",
-        alphabet=alphabet,
-        max_length=width + cfg.max_completion_length,
-        dim=cfg.dim,
-        n_layers=cfg.n_layers,
-        n_heads=cfg.n_heads,
+    """A new tiny model for ``cfg``'s dataset (see :func:`.model_setup.new_tiny`)."""
+    return new_tiny(
+        data, system_prompt=cfg.system_prompt, gen_length=cfg.max_completion_length,
+        dim=cfg.dim, n_layers=cfg.n_layers, n_heads=cfg.n_heads, seed=cfg.seed,
         device=torch.device("cpu"),
-        init_generator=derive_generator(cfg.seed, "init"),
-    )
+    )  # fmt: skip
 
 
 def _reward_set(cfg: Any, task: SyntheticTask) -> RewardSet:

@@ -159,9 +159,10 @@ def sft_loop(
     for step in range(steps):
         loss = step_loss(step)
         opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
+        if loss.requires_grad:  # a small batch can draw no masked token: nothing to learn
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step()
         sched.step()
         losses.append(loss.item())
         if on_log is not None and (step + 1) % log_every == 0:

@@ -21,7 +21,7 @@ from ..lora import apply_lora, enable_gradient_checkpointing
 from ..policy import Policy, is_tiny_model, load_policy, resolve_device
 from ..rng import derive_generator
 from .hf_setup import TORCH_DTYPES
-from .model_setup import _raw_ids, build_text_modality
+from .model_setup import build_text_modality, drop_unknown_characters, new_tiny, raw_ids
 from .sft import sft_loss
 
 __all__ = ["SFTBatches", "load_sft_policy", "sft_batches"]
@@ -35,17 +35,14 @@ def load_sft_policy(
     """A new tiny model over the data's characters, a saved one, or a Hugging Face model
     (LoRA when ``lora_r > 0``, gradient checkpointing when asked)."""
     device = resolve_device(cfg.device)
-    system = cfg.system_prompt or data.system_prompt
-    prefix = f"{system}\n\n" if system else ""
-    alphabet = data.alphabet + "".join(sorted(set(prefix) - set(data.alphabet)))
-    if is_tiny_model(cfg.model):
-        width = max(len(prefix + str(r["prompt"])) for r in data.train)
-        policy = load_policy(
-            cfg.model, alphabet=alphabet, max_length=width + gen_length, dim=cfg.dim,
-            n_layers=cfg.n_layers, n_heads=cfg.n_heads, device=device,
-            init_generator=derive_generator(cfg.seed, "init"),
+    if cfg.model == "tiny":
+        policy = new_tiny(
+            data, system_prompt=cfg.system_prompt or data.system_prompt, gen_length=gen_length,
+            dim=cfg.dim, n_layers=cfg.n_layers, n_heads=cfg.n_heads, seed=cfg.seed, device=device,
         )  # fmt: skip
         return policy, device
+    if is_tiny_model(cfg.model):
+        return load_policy(cfg.model, alphabet="", max_length=0, device=device), device
     from ..models.hf import load_hf_policy
 
     hf = load_hf_policy(
@@ -111,15 +108,16 @@ def sft_batches(
     """Encode the rows whose completion fits ``gen_length - 1`` tokens plus EOS."""
     column = data.completion_column
     eos = policy.spec.eos_id
+    (rows,) = drop_unknown_characters([data.train], policy.tokenizer, ("prompt", column))
     kept, completions = [], []
     longest = 0
-    for row in data.train:
-        ids = _raw_ids(policy.tokenizer, str(row[column]))
+    for row in rows:
+        ids = raw_ids(policy.tokenizer, str(row[column]))
         longest = max(longest, len(ids))
         if len(ids) < gen_length:
             kept.append(row)
             completions.append(ids + [eos] * (gen_length - len(ids)))
-    dropped = len(data.train) - len(kept)
+    dropped = len(rows) - len(kept)
     if not kept:
         raise ValueError(
             f"no completion of {data.name} fits max_completion_length={gen_length} with its EOS "
@@ -128,12 +126,13 @@ def sft_batches(
     if dropped:
         log.warning(
             "%d of %d rows dropped: their completion does not fit max_completion_length=%d",
-            dropped, len(data.train), gen_length,
+            dropped, len(rows), gen_length,
         )  # fmt: skip
     system = cfg.system_prompt or data.system_prompt
-    modality, (kept,) = build_text_modality(
-        policy, [kept], system_prompt=system, gen_length=gen_length, truncate=False
-    )
+    modality, (_, kept) = build_text_modality(  # the width of every training row, as in GRPO
+        policy, [data.train, kept], system_prompt=system, gen_length=gen_length, truncate=False,
+        width_sets=1,
+    )  # fmt: skip
     prompts = modality.encode_prompts([str(r["prompt"]) for r in kept], device)  # (N, W)
     return SFTBatches(
         prompt_ids=prompts,
