@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Set up a virtual environment and run the checks: ruff, mypy and the test suite.
-# Extra arguments go to pytest (e.g. `bash scripts/test.sh -m "not slow"`).
+# Extra arguments go to pytest; slow end-to-end runs are skipped unless asked for
+# (`bash scripts/test.sh -m slow` runs only those, `-m "slow or not slow"` everything).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_DATASETS_OFFLINE=1

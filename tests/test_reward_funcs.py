@@ -90,7 +90,8 @@ def test_cli_user_reward_trains_and_a_bad_reference_is_one_line(
     args += ["user_rewards_mod:exact", "--reward-weights", "0.5", "1", "--max-steps", "1"]
     args += ["--per-device-train-batch-size", "8", "--num-generations", "4", "--dim", "32"]
     args += ["--n-layers", "1", "--n-heads", "2", "--max-completion-length", "4"]
-    assert main([*args, "--output-dir", str(module_dir / "run")]) == 0
+    assert main([*args, "--report-to", "none", "--output-dir", str(module_dir / "run")]) == 0
+    assert not (module_dir / "run" / "tensorboard").exists()  # report_to none
     metrics = json.loads((module_dir / "run" / "metrics.jsonl").read_text().splitlines()[0])
     assert {"rewards/length", "rewards/exact"} <= set(metrics)
     total = 0.5 * metrics["rewards/length"] + metrics["rewards/exact"]

@@ -152,3 +152,59 @@ def test_bad_arguments_are_one_clear_error(
     }
     with pytest.raises((ValueError, TypeError), match=message):
         MaskGRPOTrainer(**{**call, **kwargs})
+
+
+def test_the_trainer_takes_an_image_modality(tmp_path: Path) -> None:
+    """The same trainer with the image modality: rollouts of image tokens, GenEval reward."""
+    from test_image_training import WORLD, rewards, tiny
+    from test_image_training import setup as image_setup
+
+    mod, specs = image_setup.__wrapped__()  # the module fixture's body
+    model = tiny(mod)
+    before = [p.detach().clone() for p in model.parameters()]
+    args = MaskGRPOConfig(
+        output_dir=str(tmp_path), max_steps=1, per_device_train_batch_size=6, num_generations=3,
+        num_iterations=2, gamma=0.8, strategy="random", learning_rate=1e-2,
+        max_completion_length=mod.num_tokens, diffusion_steps=4, remasking="emerge",
+        sample_every=0, device="cpu",
+    )  # fmt: skip
+    rows = [{"prompt": s["prompt"], "spec": s} for s in specs[:4]]
+    trainer = MaskGRPOTrainer(model, rewards(), args=args, train_dataset=rows, modality=mod)
+    out = trainer.train()
+    assert out.global_step == 1 and WORLD.image_size == 24
+    assert any(not torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))
+    assert (tmp_path / "checkpoints" / "final" / "model.safetensors").is_file()
+
+
+def test_tiny_module_and_resume_from_checkpoint(tmp_path: Path) -> None:
+    """A loaded tiny model with its CharTokenizer; train(resume_from_checkpoint=True) goes on
+    from the newest checkpoint exactly where a straight run would be."""
+    from maskgrpo import CharTokenizer, TinyConfig, TinyDiffusionLM
+
+    tok = CharTokenizer("0123456789+=?")
+
+    def model() -> TinyDiffusionLM:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)
+            return TinyDiffusionLM(
+                TinyConfig(vocab_size=len(tok), dim=32, n_layers=1, n_heads=2, max_length=16)
+            )
+
+    def reward(prompts, completions, answer, **kw):  # type: ignore[no-untyped-def]
+        return [
+            float(c.strip() == a) + 0.1 * len(c) for c, a in zip(completions, answer, strict=True)
+        ]
+
+    settings = {**SETTINGS, "max_completion_length": 4, "save_steps": 1}
+    straight = MaskGRPOTrainer(model(), reward, args=MaskGRPOConfig(output_dir=str(tmp_path / "a"), **settings),
+                               train_dataset=ROWS, processing_class=tok)  # fmt: skip
+    straight.train()
+    first = MaskGRPOConfig(output_dir=str(tmp_path / "b"), **{**settings, "max_steps": 1})
+    MaskGRPOTrainer(model(), reward, args=first, train_dataset=ROWS, processing_class=tok).train()
+    again = MaskGRPOConfig(output_dir=str(tmp_path / "b"), **settings)
+    resumed = MaskGRPOTrainer(model(), reward, args=again, train_dataset=ROWS, processing_class=tok)
+    assert resumed.train(resume_from_checkpoint=True).global_step == 2
+    a, b = _metrics(tmp_path / "a"), _metrics(tmp_path / "b")
+    assert [m["step"] for m in b] == [1, 2]
+    assert [m["rollout_hash"] for m in a] == [m["rollout_hash"] for m in b]
+    assert [m["loss"] for m in a] == pytest.approx([m["loss"] for m in b], abs=1e-7)

@@ -461,7 +461,8 @@ class SFTConfig(CommonConfig, ModelConfig, DataConfig, ScalingConfig):
 
     max_steps: int = _f(1500, "Optimizer steps.")
     per_device_train_batch_size: int = _f(64, "Rows per optimizer step.")
-    learning_rate: float = _f(1e-3, "Peak AdamW learning rate (linear warmup, cosine decay).")
+    learning_rate: float = _f(1e-3, "Peak AdamW learning rate (after a linear warmup).")
+    lr_scheduler_type: str = _f("cosine", "cosine, linear or constant (after warmup).")
     warmup_steps: int = _f(50, "Linear warmup steps.")
     weight_decay: float = _f(0.01, "AdamW weight decay.")
     min_mask_ratio: float = _f(0.0, "Lower bound of the per-row mask ratio t ~ U(min, 1).")
@@ -483,6 +484,7 @@ class SFTConfig(CommonConfig, ModelConfig, DataConfig, ScalingConfig):
         check_positive(self, "max_steps", "per_device_train_batch_size", "learning_rate")
         check_positive(self, "logging_steps")
         check_non_negative(self, "max_completion_length")
+        check_choice(self, "lr_scheduler_type", ("constant", "cosine", "linear"))
         if not 0 <= self.min_mask_ratio < 1:
             raise ValueError(f"min_mask_ratio={self.min_mask_ratio} must be in [0, 1)")
 

@@ -48,7 +48,7 @@ from ..datasets.training import normalise_prompts, rows_from
 from ..lora import autocast_context, is_lora
 from ..modality import Modality, SamplerSettings
 from ..models.tiny import TinyDiffusionLM
-from ..policy import Policy, resolve_device, save_policy
+from ..policy import Policy, resolve_device
 from ..rewards.combine import RewardFn, RewardSet
 from . import distributed as dist
 from .checkpoint import (
@@ -65,7 +65,7 @@ from .interrupt import StopRequest, TrainingInterrupted, handle_signals
 from .model_setup import build_policy, build_text_modality, drop_unknown_characters
 from .outputs import RunLogger, plot_curves, read_metrics
 from .periodic_eval import HeldOutEvaluation, eval_records, plot_heldout
-from .reward_funcs import make_reward_set, resolve_reward_funcs
+from .reward_funcs import check_signature, make_reward_set, resolve_reward_funcs
 
 __all__ = ["MaskGRPOTrainer", "TrainOutput", "export_model"]
 
@@ -94,7 +94,8 @@ class MaskGRPOTrainer:
             tokenizer).
         reward_funcs: one or a list of reward callables ``fn(prompts, completions, **columns)
             -> list[float | None]``, built-in reward names, ``module:function`` references, or
-            a :class:`~maskgrpo.rewards.RewardSet`. Weights: ``args.reward_weights``.
+            a :class:`~maskgrpo.rewards.RewardSet` (with its own weights). Weights of the others:
+            ``args.reward_weights`` (default 1 each).
         args: the :class:`~maskgrpo.config.MaskGRPOConfig` (defaults when ``None``).
         train_dataset: a ``datasets.Dataset`` or a list of dicts with a ``prompt`` column (a
             string, or TRL's conversational ``[system?, user]`` messages); every other column
@@ -139,8 +140,9 @@ class MaskGRPOTrainer:
         self.device = torch.device(_process_device(self.args.device))
         named = getattr(self.args, "model", "")  # the command line's --model
         self.model_name = model if isinstance(model, str) else named or type(model).__name__
+        spec = modality.spec if modality is not None else None
         self.policy = build_policy(
-            model, processing_class, self.args, peft_config, device=self.device
+            model, processing_class, self.args, peft_config, device=self.device, spec=spec
         )
         self.train_rows, self.eval_rows = drop_unknown_characters(
             [self.train_rows, self.eval_rows], self.policy.tokenizer
@@ -209,10 +211,8 @@ class MaskGRPOTrainer:
         self, funcs: Any, rows: list[dict[str, Any]], weights: Sequence[float]
     ) -> RewardSet:
         columns = sorted({k for r in rows for k in r} - {"prompt"})
-        if isinstance(funcs, RewardSet):
+        if isinstance(funcs, RewardSet):  # its own names and weights
             for fn, name in zip(funcs.funcs, funcs.names, strict=True):
-                from .reward_funcs import check_signature
-
                 check_signature(fn, columns, name)
             return funcs
         specs = [funcs] if isinstance(funcs, str) or callable(funcs) else list(funcs)
@@ -254,6 +254,17 @@ def _process_device(name: str) -> str:
             "(each process gets the GPU accelerate assigns it)"
         )
     return name
+
+
+def save_policy(policy: Policy, folder: Path) -> None:
+    """``save_pretrained`` of the model and, when it has one, of the tokenizer (an image
+    modality's word tokenizer has none)."""
+    save: Any = getattr(policy.model, "save_pretrained", None)
+    if not callable(save):
+        raise TypeError(f"{type(policy.model).__name__} has no save_pretrained; cannot save it")
+    save(folder)
+    if callable(getattr(policy.tokenizer, "save_pretrained", None)):
+        policy.tokenizer.save_pretrained(folder)
 
 
 def export_model(policy: Policy, out_dir: Path, name: str) -> Path:

@@ -10,7 +10,8 @@ A synthetic task works with any tokenizer that encodes its characters and decode
 unchanged; the check runs before training. Checkpoints hold the trainable tensors only with
 LoRA (the base weights are the hub's), the whole state dict otherwise.
 
-Left out: SFT of Hugging Face models, and benchmark datasets as training tasks.
+Training on datasets (and SFT of Hugging Face models) goes through
+:mod:`maskgrpo.trainer.model_setup`; this module serves the synthetic-task commands.
 """
 
 from __future__ import annotations

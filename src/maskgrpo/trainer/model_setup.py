@@ -31,6 +31,7 @@ from ..models.tiny import TinyDiffusionLM
 from ..policy import Policy, is_tiny_model, load_policy
 from ..rng import derive_generator
 from ..tokenizer import CharTokenizer
+from ..tokens import TokenSpec
 from .hf_setup import TORCH_DTYPES, prepare_model
 
 __all__ = [
@@ -84,18 +85,23 @@ def build_policy(
     peft_config: Any,
     *,
     device: torch.device,
+    spec: TokenSpec | None = None,
 ) -> Policy:
-    """Load or wrap ``model``, then LoRA (``peft_config`` or ``args.lora_r``) and checkpointing."""
+    """Load or wrap ``model``, then LoRA (``peft_config`` or ``args.lora_r``) and checkpointing.
+
+    ``spec`` (a custom modality's token spec) replaces the one read from the tokenizer.
+    """
     if isinstance(model, str):
         policy = _load_named(model, args, device)
     elif isinstance(model, nn.Module):
-        if processing_class is None:
+        if processing_class is None and spec is None:
             raise ValueError(
                 f"model is a loaded {type(model).__name__}; pass its tokenizer as "
                 "processing_class (a CharTokenizer for the built-in tiny model)"
             )
         model = model.to(device).eval()
-        policy = Policy(model, processing_class, _spec_of(model, processing_class, args.mask_token))
+        spec = spec or _spec_of(model, processing_class, args.mask_token)
+        policy = Policy(model, processing_class, spec)
     else:
         raise TypeError(f"model must be a hub id, a folder or an nn.Module, not {type(model)}")
     config: Any = getattr(policy.model, "config", None)

@@ -137,7 +137,7 @@ def run_sft(cfg: SFTConfig) -> dict[str, Any]:
         losses = sft_loop(
             policy.model, batches.loss, steps=cfg.max_steps, lr=cfg.learning_rate,
             warmup_steps=cfg.warmup_steps, weight_decay=cfg.weight_decay,
-            log_every=cfg.logging_steps, on_log=on_log,
+            schedule=cfg.lr_scheduler_type, log_every=cfg.logging_steps, on_log=on_log,
         )  # fmt: skip
     bar.close()
     if is_lora(policy.model):  # a complete model folder, loadable as --model for train
