@@ -67,7 +67,9 @@ def reference() -> str:
             cells = [f"`{f.name}`", _default(f), *([where] if where is not None else []), text]
             parts.append("| " + " | ".join(cells) + " |")
         if command == "train":
-            parts.append("\n`--dry-run` (command line only): check the run on a CPU; see the README.")
+            parts.append(
+                "\n`--dry-run` (command line only): check the run on a CPU; see the README."
+            )
     parts.append("\n## Renamed fields\n")
     parts.append("A name from before the TRL vocabulary is an error naming its replacement.\n")
     parts.append("| command | old name | now |\n|---|---|---|")

@@ -139,6 +139,7 @@ def test_eval_dataset_conversational_prompts_and_evaluate(llama_dir: Path, tmp_p
         ({"reward_funcs": lambda prompts, completions: [0.0]}, "does not accept the dataset"),
         ({"model": "tiny"}, "in Python pass a TinyDiffusionLM"),
         ({"args": MaskGRPOConfig(num_generations=3, per_device_train_batch_size=4)}, "multiple"),
+        ({"model": "TINY", "args": MaskGRPOConfig(**SETTINGS, lora_r=4)}, "needs a Hugging Face"),
     ],
 )
 def test_bad_arguments_are_one_clear_error(
@@ -150,6 +151,12 @@ def test_bad_arguments_are_one_clear_error(
         "args": MaskGRPOConfig(**SETTINGS),
         "train_dataset": [{"prompt": "1+1=?", "answer": "2"}],
     }
+    if kwargs.get("model") == "TINY":  # the built-in tiny model with its tokenizer
+        from maskgrpo import CharTokenizer, TinyConfig, TinyDiffusionLM
+
+        tok = CharTokenizer("0123456789+=?")
+        kwargs = {**kwargs, "processing_class": tok}
+        kwargs["model"] = TinyDiffusionLM(TinyConfig(vocab_size=len(tok), dim=16, n_layers=1))
     with pytest.raises((ValueError, TypeError), match=message):
         MaskGRPOTrainer(**{**call, **kwargs})
 

@@ -333,7 +333,7 @@ def load_training_data(
         train = _recipe_rows(name, cfg.data_file, cfg.dataset_split, cfg, limit)
         unsafe = getattr(cfg, "allow_unsafe_code", False)
         data = TrainingData(name, train, [], recipe_rewards(name, allow_unsafe=unsafe))
-    else:
+    else:  # a file or a hub id
         raw = load_rows(
             name, split=cfg.dataset_split, config=getattr(cfg, "dataset_config", "") or None,
             columns=_columns(cfg), limit=limit,
@@ -349,7 +349,14 @@ def load_training_data(
         _require_completion(data.train, name)
         data.completion_column = "completion"
     if need_eval:
-        _attach_eval(data, cfg, eval_limit)
+        try:
+            _attach_eval(data, cfg, eval_limit)
+        except ValueError as err:  # say which rows failed and how to give them
+            if "could not load hub dataset" not in str(err):
+                raise
+            raise ValueError(
+                f"held-out rows: {err} (--eval-data-file / --eval-dataset FILE), or --eval-every 0"
+            ) from err
     data.system_prompt = getattr(cfg, "system_prompt", "") or data.system_prompt
     data.alphabet = data.alphabet or _alphabet(data)
     log.info(

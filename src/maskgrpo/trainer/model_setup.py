@@ -104,6 +104,11 @@ def build_policy(
         policy = Policy(model, processing_class, spec)
     else:
         raise TypeError(f"model must be a hub id, a folder or an nn.Module, not {type(model)}")
+    if isinstance(policy.model, TinyDiffusionLM) and (args.lora_r > 0 or peft_config is not None):
+        raise ValueError(
+            "LoRA (lora_r or peft_config) needs a Hugging Face model, not the built-in tiny "
+            "model; train the tiny model's weights directly (lora_r=0, no peft_config)"
+        )
     config: Any = getattr(policy.model, "config", None)
     if getattr(config, "use_cache", None):  # every pass sees the whole sequence: no KV cache
         config.use_cache = False
