@@ -1,6 +1,6 @@
 """Checkpoints that hold a whole MaskGRPO run, written atomically and read without pickle.
 
-A checkpoint is a folder ``<out_dir>/checkpoints/<name>/``:
+A checkpoint is a folder ``<output_dir>/checkpoints/<name>/``:
 
 - ``model.safetensors`` (and whatever else ``write_model`` writes: the tiny model adds
   ``config.json`` and ``tokenizer.json``, so the folder also loads as a model);
@@ -34,14 +34,14 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
 from .. import __version__
-from ..config import TrainConfig
+from ..config import MaskGRPOConfig
 from ..masking import MaskedView
 from ..modality import Modality
 from ..rewards.combine import RewardResult
@@ -71,18 +71,23 @@ PICKLE_SUFFIXES = (".pt", ".pth", ".pkl", ".pickle", ".bin", ".ckpt")
 _NAME = re.compile(r"^step_\d{6}(_inner_\d{2})?(_r\d+)?$")
 # Fields a resumed run must share with its checkpoint: they fix tensor shapes or the data.
 FIXED_FIELDS = (
-    "task",
-    "task_seed",
+    "dataset",
+    "dataset_seed",
+    "data_file",
+    "dataset_split",
+    "dataset_columns",
+    "limit",
     "model",
     "dim",
     "n_layers",
     "n_heads",
-    "gen_length",
-    "group_size",
-    "prompts_per_step",
-    "batch_size",
-    "mu",
+    "max_completion_length",
+    "num_generations",
+    "per_device_train_batch_size",
+    "gradient_accumulation_steps",
+    "num_iterations",
 )
+C = TypeVar("C", bound=MaskGRPOConfig)
 STALL_ENV = "MASKGRPO_CHECKPOINT_STALL"  # testing hook: "<point>:<flag file>", see _stall
 
 
@@ -163,6 +168,7 @@ def rollout_from_record(rec: dict[str, Any], modality: Modality) -> Rollout:
         old_logp=rec["old_logp"],
         ref_logp=rec["ref_logp"],
         vocab_range=None if vocab is None else (int(vocab[0]), int(vocab[1])),
+        prompt_width=modality.prompt_width,
     )
 
 
@@ -332,7 +338,7 @@ def prune(root: Path, keep: int) -> None:
 
 
 def resolve_checkpoint(spec: str, out_dir: Path) -> Path:
-    """The checkpoint folder ``spec`` names: ``latest`` (in ``out_dir``), a folder, or a root."""
+    """The checkpoint folder ``spec`` names: ``latest`` (in ``output_dir``), a folder, or a root."""
     if spec == "latest":
         return _follow_latest(out_dir / "checkpoints")
     path = Path(spec)
@@ -343,7 +349,7 @@ def resolve_checkpoint(spec: str, out_dir: Path) -> Path:
             return _follow_latest(root)
     raise ValueError(
         f"resume={spec!r} is not a checkpoint folder (no {STATE_FILE}) nor a folder with a "
-        f"'{LATEST}' file; pass a folder under <out_dir>/checkpoints or --resume alone"
+        f"'{LATEST}' file; pass a folder under <output_dir>/checkpoints or --resume alone"
     )
 
 
@@ -452,13 +458,20 @@ def load_checkpoint(
     )
 
 
-def reconcile_config(cfg: TrainConfig, saved: dict[str, Any], folder: Path) -> TrainConfig:
+def reconcile_config(cfg: C, saved: dict[str, Any], folder: Path) -> C:
     """``cfg`` for resuming from ``folder`` (whose config is ``saved``).
 
     A changed fixed field is an error naming it; a changed seed warns and keeps the saved one;
     any other change (learning rate, steps, ...) is allowed and logged.
     """
     for name in FIXED_FIELDS:
+        if not hasattr(cfg, name):  # the Python API's config names no model or data source
+            continue
+        if name not in saved:
+            raise ValueError(
+                f"checkpoint {folder} has no {name!r} in its config: it was written by a "
+                "maskgrpo before the TRL field names; resume it with that version"
+            )
         if getattr(cfg, name) != saved[name]:
             raise ValueError(
                 f"{name}={getattr(cfg, name)!r} differs from {saved[name]!r} in checkpoint "
@@ -471,7 +484,7 @@ def reconcile_config(cfg: TrainConfig, saved: dict[str, Any], folder: Path) -> T
             saved["seed"],
         )
         cfg = replace(cfg, seed=saved["seed"])
-    ignored = {"resume", "out_dir", "overwrite"}
+    ignored = {"resume", "output_dir", "overwrite"}
     for name, old in saved.items():
         new = getattr(cfg, name, old)
         if name not in ignored and new != old:
