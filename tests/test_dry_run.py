@@ -5,6 +5,7 @@ this machine is rebuilt at a tiny size from its own config."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -15,7 +16,8 @@ from hf_tiny import save_llama_folder
 from maskgrpo.cli import main
 from maskgrpo.config import TrainConfig, load_config
 
-RECIPES = sorted((Path(__file__).resolve().parents[1] / "configs" / "recipes").glob("*.yaml"))
+REPO = Path(__file__).resolve().parents[1]
+RECIPES = sorted((REPO / "configs" / "recipes").glob("*.yaml"))
 # Offline, each recipe reads its rows from the shared files instead of the hub.
 LOCAL = {
     "llada_gsm8k": ("gsm8k/train.jsonl", "gsm8k/test.jsonl", 7473),
@@ -99,31 +101,36 @@ def test_dry_run_reports_a_length_that_does_not_fit(tmp_path: Path, capsys) -> N
     assert "max_completion_length=256" in err and "64 positions" in err
 
 
-def test_dry_run_of_a_llada_folder(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
-    """LLaDA's own code through the dry run: a tiny copy when it loads with this transformers,
-    otherwise one line naming the failure (the real run would fail the same way)."""
-    builder = (
-        Path(__file__).resolve().parents[2] / "shared/fixtures/remote_models/build_fixtures.py"
-    )
+@pytest.fixture(scope="module")
+def remote_folders(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The published LLaDA/Dream/MMaDA code at a tiny size (``build_fixtures.py`` beside the
+    checkout in ``../shared/fixtures/remote_models``, or in ``$MASKGRPO_REMOTE_MODELS``)."""
+    env = os.environ.get("MASKGRPO_REMOTE_MODELS")
+    root = Path(env) if env else REPO.parent / "shared" / "fixtures" / "remote_models"
+    builder = root / "build_fixtures.py"
     if not builder.is_file():
-        pytest.skip("the LLaDA fixture builder is not here")
-    subprocess.run([sys.executable, str(builder), "--out", str(tmp_path / "fx")], check=True,
+        pytest.skip(f"{builder} not found: the published model code is not here")
+    out = tmp_path_factory.mktemp("fx")
+    subprocess.run([sys.executable, str(builder), "--out", str(out)], check=True,
                    capture_output=True, timeout=300)  # fmt: skip
-    llada = tmp_path / "fx" / "llada"
+    return out
+
+
+@pytest.mark.parametrize(("name", "model_type"), [("llada", "llada"), ("dream", "Dream")])
+def test_dry_run_of_a_published_model_folder(  # type: ignore[no-untyped-def]
+    name: str, model_type: str, remote_folders: Path, tmp_path: Path, capsys
+) -> None:
+    """The published code through the whole dry run: a tiny copy built with the model's own
+    code (patched for the installed transformers, as loading is), one LoRA step, the report."""
+    folder = remote_folders / name
     rows = tmp_path / "rows.jsonl"
     rows.write_text(json.dumps({"prompt": "What is 2+2?", "answer": "4"}) + "\n")
-    args = ["train", "--dry-run", "--model", str(llada), "--trust-remote-code", "true"]
+    args = ["train", "--dry-run", "--model", str(folder), "--trust-remote-code", "true"]
     args += ["--dataset", str(rows), "--reward-funcs", "gsm8k_correctness_reward"]
     args += ["--num-generations", "2", "--per-device-train-batch-size", "2"]
     args += ["--max-completion-length", "32", "--lora-r", "4"]
-    try:
-        code = main(args)
-    except SystemExit as exc:
-        code = exc.code
-    out = capsys.readouterr()
-    if code == 0:
-        assert _report(out.out)["model"].startswith(f"tiny copy of {llada} (llada,")
-    else:
-        last = out.err.strip().splitlines()[-1]  # above it only transformers' progress bars
-        assert code == 2 and last.startswith("maskgrpo train: error: dry run")
-        assert "Error" in last and "Traceback" not in out.err
+    assert main(args) == 0, capsys.readouterr().err[-2000:]
+    report = _report(capsys.readouterr().out)
+    assert report["dry_run"] == "passed" and report["step"]["tokens_scored"] > 0
+    assert report["model"].startswith(f"tiny copy of {folder} ({model_type},")
+    assert report["model"].endswith("its own code)")  # not the stand-in

@@ -9,7 +9,8 @@ training step followed by an evaluation of two held-out rows.
 What it changes, so that it runs on a CPU in about a minute:
 - the model: a tiny model of the same architecture (2 blocks, width 64, the tokenizer and
   vocabulary of the real model) built from the model's own ``config.json`` and code when they
-  are on this machine (a local folder, or the hub cache), with random weights. When they are
+  are on this machine (a local folder, or the hub cache), with random weights; published code
+  gets the load-time compatibility rules of :mod:`maskgrpo.models.compat`. When they are
   not (offline, never downloaded), a stand-in: a bidirectional Llama of the same size with a
   byte-level tokenizer carrying the mask token; the report says so, and the model's own code is
   then *not* checked.
@@ -79,19 +80,31 @@ def _source_folder(name: str) -> Path | None:
     return Path(folder) if (Path(folder) / "config.json").is_file() else None
 
 
-def _auto_class(config: dict[str, Any], remote: bool) -> Any:
-    """The Auto class the loader uses for this config (remote code: its ``auto_map``)."""
+def _native_class(config: dict[str, Any]) -> Any:
+    """The Auto class the loader uses for a model without its own code."""
     import transformers
     from transformers.models.auto.modeling_auto import MODEL_FOR_MASKED_LM_MAPPING_NAMES
 
-    if remote:
-        for cls in ("AutoModel", "AutoModelForMaskedLM", "AutoModelForCausalLM"):
-            if cls in config["auto_map"]:
-                return getattr(transformers, cls)
-        raise ValueError(f"auto_map {sorted(config['auto_map'])} names no loadable model class")
     if config.get("model_type") in MODEL_FOR_MASKED_LM_MAPPING_NAMES:
         return transformers.AutoModelForMaskedLM
     return transformers.AutoModelForCausalLM
+
+
+def _remote_model(folder: Path, data: dict[str, Any], config: Any) -> Any:
+    """A randomly initialised model of the remote class in ``data``'s ``auto_map``, with the
+    compatibility rules the loader applies (:mod:`maskgrpo.models.compat`)."""
+    from transformers.dynamic_module_utils import get_class_from_dynamic_module
+
+    from ..models.compat import after_load, patch_remote_class
+    from ..models.hf import _remote_class
+
+    ref, auto = _remote_class(data)
+    cls: Any = get_class_from_dynamic_module(ref, str(folder))
+    patch_remote_class(cls)
+    cls.register_for_auto_class(auto)  # save_pretrained keeps the code files beside the weights
+    model = cls._from_config(config)
+    after_load(model)
+    return model
 
 
 def tiny_copy(name: str, folder: Path, *, trust_remote_code: bool, seed: int) -> str:
@@ -120,9 +133,10 @@ def tiny_copy(name: str, folder: Path, *, trust_remote_code: bool, seed: int) ->
         config = AutoConfig.from_pretrained(folder, trust_remote_code=trust_remote_code)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(derive_seed(seed, "dry-run"))
-            model = _auto_class(data, remote).from_config(
-                config, trust_remote_code=trust_remote_code
-            )
+            if remote:  # the model's own class, patched for this transformers as loading does
+                model = _remote_model(folder, data, config)
+            else:
+                model = _native_class(data).from_config(config)
         model.save_pretrained(folder)
     except Exception as err:  # the model's own code: report it, the real run would fail too
         first = str(err).strip().splitlines()[0] if str(err).strip() else ""
