@@ -1,9 +1,14 @@
 """``maskgrpo sft --dataset``: a completion column, the tiny model and Hugging Face models (with
-LoRA merged before saving), and the SFT model as the base policy of ``maskgrpo train``."""
+LoRA merged before saving), the SFT model as the base policy of ``maskgrpo train``, and an
+interrupted run resumed exactly."""
 
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -71,3 +76,30 @@ def test_sft_the_tiny_model_on_a_file_learns_its_completions(rows: Path, tmp_pat
     assert set("0123456789+=?") <= set(tokenizer["alphabet"])
     losses = [json.loads(x)["sft_loss"] for x in (out / "metrics.jsonl").read_text().splitlines()]
     assert losses[-1] < 0.5 * losses[0]
+
+
+def test_sft_of_a_hugging_face_model_on_a_file_resumes_exactly(rows: Path, tmp_path: Path) -> None:
+    """SIGTERM during ``sft --dataset FILE`` with LoRA saves a checkpoint (the adapter, AdamW,
+    the batches' position); the printed command resumes it to the uninterrupted run's model."""
+    base = save_llama_folder(tmp_path / "base", seed=2)
+    args = ["sft", "--model", str(base), "--dataset", str(rows), "--max-completion-length", "8"]
+    args += ["--lora-r", "4", "--lora-alpha", "8", "--lora-targets", "llama", "--device", "cpu"]
+    args += ["--max-steps", "8", "--per-device-train-batch-size", "4", "--learning-rate", "1e-2"]
+    args += ["--logging-steps", "2", "--warmup-steps", "2"]
+    straight, stopped = tmp_path / "straight", tmp_path / "stopped"
+    assert main([*args, "--output-dir", str(straight)]) == 0
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MASKGRPO_")}
+    proc = subprocess.run(
+        [sys.executable, "-m", "maskgrpo.cli", *args, "--output-dir", str(stopped)],
+        env={**env, "OMP_NUM_THREADS": "1", "MASKGRPO_INTERRUPT_AT": "3:0"},
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 128 + signal.SIGTERM, proc.stderr[-2000:]
+    checkpoint = stopped / "checkpoints" / "step_000003"
+    assert (checkpoint / "batches.safetensors").is_file()
+    assert json.loads((checkpoint / "trainer_state.json").read_text())["kind"] == "sft"
+    command = proc.stderr.rsplit("Resume with:", 1)[1].split()
+    assert command[:2] == ["maskgrpo", "sft"] and "--resume" in command
+    assert main(command[1:]) == 0
+    for name in ("model/model.safetensors", "metrics.jsonl"):
+        assert (straight / name).read_bytes() == (stopped / name).read_bytes(), name
