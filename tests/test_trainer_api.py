@@ -185,7 +185,8 @@ def test_the_trainer_takes_an_image_modality(tmp_path: Path) -> None:
 
 def test_tiny_module_and_resume_from_checkpoint(tmp_path: Path) -> None:
     """A loaded tiny model with its CharTokenizer; train(resume_from_checkpoint=True) goes on
-    from the newest checkpoint exactly where a straight run would be."""
+    from the newest checkpoint exactly where a straight run would be; a fresh train() in that
+    folder is refused, and overwrite=True starts it over."""
     from maskgrpo import CharTokenizer, TinyConfig, TinyDiffusionLM
 
     tok = CharTokenizer("0123456789+=?")
@@ -210,8 +211,15 @@ def test_tiny_module_and_resume_from_checkpoint(tmp_path: Path) -> None:
     MaskGRPOTrainer(model(), reward, args=first, train_dataset=ROWS, processing_class=tok).train()
     again = MaskGRPOConfig(output_dir=str(tmp_path / "b"), **settings)
     resumed = MaskGRPOTrainer(model(), reward, args=again, train_dataset=ROWS, processing_class=tok)
+    fresh = MaskGRPOTrainer(model(), reward, args=again, train_dataset=ROWS, processing_class=tok)
+    with pytest.raises(ValueError, match="already holds a run"):  # nothing is written over
+        fresh.train()
     assert resumed.train(resume_from_checkpoint=True).global_step == 2
     a, b = _metrics(tmp_path / "a"), _metrics(tmp_path / "b")
     assert [m["step"] for m in b] == [1, 2]
     assert [m["rollout_hash"] for m in a] == [m["rollout_hash"] for m in b]
     assert [m["loss"] for m in a] == pytest.approx([m["loss"] for m in b], abs=1e-7)
+    over = MaskGRPOConfig(output_dir=str(tmp_path / "b"), overwrite=True, **{**settings, "max_steps": 1})
+    MaskGRPOTrainer(model(), reward, args=over, train_dataset=ROWS, processing_class=tok).train()
+    assert [m["step"] for m in _metrics(tmp_path / "b")] == [1]  # the old run's lines are gone
+    assert not (tmp_path / "b" / "checkpoints" / "step_000002").exists()

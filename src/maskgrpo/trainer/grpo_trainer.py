@@ -176,7 +176,8 @@ class MaskGRPOTrainer:
         """Run MaskGRPO to ``args.max_steps`` (or ``max_seconds``); see the module docstring.
 
         ``resume_from_checkpoint``: ``True`` = the newest checkpoint in ``output_dir``, a path =
-        that checkpoint; ``None`` = ``args.resume``.
+        that checkpoint; ``None`` = ``args.resume``. A fresh run in an ``output_dir`` that holds
+        a run is refused (``ValueError``) unless ``args.overwrite`` deletes that run first.
         """
         if resume_from_checkpoint:
             spec = "latest" if resume_from_checkpoint is True else str(resume_from_checkpoint)

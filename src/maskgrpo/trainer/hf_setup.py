@@ -1,11 +1,13 @@
-"""Hugging Face policies in the trainer: load, fit a synthetic task, LoRA, checkpoint state.
+"""Hugging Face policies in the commands: LoRA, LoRA folders, checkpoint state, synthetic tasks.
 
-:func:`load_for_task` turns ``--model <hub id or folder>`` into the policy, modality and answer
-length the loop needs: the model and token spec from :func:`maskgrpo.models.hf.load_hf_policy`,
-chat-templated prompts of one fixed width (the longest prompt of the task, so every row fits;
-padding is hidden from the model exactly, so rollouts do not depend on batch composition), and
--- for ``maskgrpo train`` -- LoRA (MaskGRPO, arXiv 2510.02880: r=128, alpha=64; the target
-layers default to the model family's preset) and gradient checkpointing.
+:func:`prepare_model` applies LoRA (MaskGRPO, arXiv 2510.02880: r=128, alpha=64; the target
+layers default to the model family's preset) and gradient checkpointing to a loaded model; the
+trainer and ``maskgrpo sft`` load through :mod:`maskgrpo.trainer.model_setup` and
+:mod:`maskgrpo.trainer.sft_data`, which call it. :func:`load_for_task` turns ``--model <hub id
+or folder>`` into the policy, modality and answer length of a synthetic task for ``generate``
+and ``eval``: chat-templated prompts of one fixed width (the longest prompt of the task, so
+every row fits; padding is hidden from the model exactly, so rollouts do not depend on batch
+composition).
 
 ``--model`` may be a LoRA output folder. Generation, evaluation and full fine-tuning use its
 base with the adapter merged in; LoRA training (``lora_r > 0``) continues that adapter (its own
@@ -14,12 +16,8 @@ rank, alpha and layers), the reference policy staying the base model, so ``train
 new adapter on top of a LoRA result, ``maskgrpo merge`` it first.)
 
 A synthetic task works with any tokenizer that encodes its characters and decodes them back
-unchanged; the check runs before training. Checkpoints hold the trainable tensors only with
+unchanged; the check runs before generation. Checkpoints hold the trainable tensors only with
 LoRA (the base weights are the hub's), the whole state dict otherwise.
-
-Training on datasets (and SFT of Hugging Face models) loads through
-:mod:`maskgrpo.trainer.model_setup`, which uses :func:`prepare_model` and :func:`lora_resume`
-from here; :func:`load_for_task` serves ``generate`` and ``eval`` on the synthetic tasks.
 """
 
 from __future__ import annotations
