@@ -221,8 +221,11 @@ def test_resume_checks_the_config(
     shutil.copytree(runs["one"], out)
     with pytest.raises(ValueError, match="num_generations=2 differs from 4 in checkpoint"):
         run_train(_tiny_cfg(out, resume="latest", num_generations=2))
+    with pytest.raises(ValueError, match="= 8 rollouts per step, but checkpoint .* has 16"):
+        run_train(_tiny_cfg(out, resume="latest", per_device_train_batch_size=8))
     caplog.set_level(logging.INFO)
-    run_train(_tiny_cfg(out, resume="latest", seed=5, learning_rate=2e-4))
+    resplit = {"per_device_train_batch_size": 8, "gradient_accumulation_steps": 2}  # 16 rollouts
+    run_train(_tiny_cfg(out, resume="latest", seed=5, learning_rate=2e-4, **resplit))
     assert "keeping the checkpoint's" in caplog.text and "learning rate changed" in caplog.text
     metrics = _metrics(out)
     assert metrics[-1]["step"] == 2 and metrics[-1]["lr"] == pytest.approx(2e-4)

@@ -69,7 +69,9 @@ LATEST = "latest"
 REQUIRED = ("model.safetensors", "optimizer.safetensors", "optimizer.json", "scheduler.json")
 PICKLE_SUFFIXES = (".pt", ".pth", ".pkl", ".pickle", ".bin", ".ckpt")
 _NAME = re.compile(r"^step_\d{6}(_inner_\d{2})?(_r\d+)?$")
-# Fields a resumed run must share with its checkpoint: they fix tensor shapes or the data.
+# Fields a resumed run must share with its checkpoint: they fix tensor shapes or the data. So does
+# the number of rollouts per step (per_device_train_batch_size x gradient_accumulation_steps x
+# processes), however it is split: a checkpoint resumes on any number of processes.
 FIXED_FIELDS = (
     "dataset",
     "dataset_seed",
@@ -83,8 +85,6 @@ FIXED_FIELDS = (
     "n_heads",
     "max_completion_length",
     "num_generations",
-    "per_device_train_batch_size",
-    "gradient_accumulation_steps",
     "num_iterations",
 )
 C = TypeVar("C", bound=MaskGRPOConfig)
@@ -223,7 +223,10 @@ def trainer_record(state: TrainState, config: dict[str, Any], rows_per_step: int
         "stats": [asdict(s) for s in state.stats],
         "nonfinite_streak": state.nonfinite_streak,
         "seed": config["seed"],
-        "data_position": {"rows_consumed": state.step * rows_per_step},
+        "data_position": {
+            "rows_consumed": state.step * rows_per_step,
+            "rollouts_per_step": rows_per_step * int(config.get("num_generations", 1)),
+        },
         "rng": "every generator is derive_generator(seed, step, ...); no global RNG state is used",
         "config": config,
         "versions": {"torch": torch.__version__, "maskgrpo": __version__},
@@ -461,8 +464,10 @@ def load_checkpoint(
 def reconcile_config(cfg: C, saved: dict[str, Any], folder: Path) -> C:
     """``cfg`` for resuming from ``folder`` (whose config is ``saved``).
 
-    A changed fixed field is an error naming it; a changed seed warns and keeps the saved one;
-    any other change (learning rate, steps, ...) is allowed and logged.
+    A changed fixed field, or a different number of rollouts per step over this launch's
+    processes, is an error naming it; a changed seed warns and keeps the saved one; any other
+    change (learning rate, steps, how the rollouts are split into micro-batches and processes)
+    is allowed and logged.
     """
     for name in FIXED_FIELDS:
         if not hasattr(cfg, name):  # the Python API's config names no model or data source
@@ -477,6 +482,7 @@ def reconcile_config(cfg: C, saved: dict[str, Any], folder: Path) -> C:
                 f"{name}={getattr(cfg, name)!r} differs from {saved[name]!r} in checkpoint "
                 f"{folder}; it fixes the run's shapes or data, so resume with {name}={saved[name]!r}"
             )
+    _check_rollouts(cfg, saved, folder)
     if cfg.seed != saved["seed"]:
         log.warning(
             "seed=%s differs from the checkpoint's seed=%s; keeping the checkpoint's",
@@ -490,6 +496,36 @@ def reconcile_config(cfg: C, saved: dict[str, Any], folder: Path) -> C:
         if name not in ignored and new != old:
             log.info("resuming with %s=%r (checkpoint had %r)", name, new, old)
     return cfg
+
+
+def _check_rollouts(cfg: MaskGRPOConfig, saved: dict[str, Any], folder: Path) -> None:
+    """The step's rollouts must be the checkpoint's: the data order and the saved rollout batch
+    depend on them, the split into processes and micro-batches does not."""
+    dist.accelerator()  # joins an accelerate launch's process group, so the count is known
+    processes = dist.rank_world()[1]
+    position = read_trainer_state(folder)["data_position"]
+    batch = ("per_device_train_batch_size", "gradient_accumulation_steps")
+    if any(name not in saved for name in batch):
+        raise ValueError(
+            f"checkpoint {folder} has no {batch[0]!r} in its config: it was written by a "
+            "maskgrpo before the TRL field names; resume it with that version"
+        )
+    # checkpoints written before the count was recorded: the same split on as many processes
+    expected = position.get("rollouts_per_step", saved[batch[0]] * saved[batch[1]] * processes)
+    rollouts = cfg.rollouts_per_step(processes)
+    if rollouts != expected:
+        per_pass = cfg.per_device_train_batch_size * processes
+        hint = (
+            f"gradient_accumulation_steps={expected // per_pass}"
+            if expected % per_pass == 0
+            else "per_device_train_batch_size x gradient_accumulation_steps to match"
+        )
+        raise ValueError(
+            f"per_device_train_batch_size={cfg.per_device_train_batch_size} x "
+            f"gradient_accumulation_steps={cfg.gradient_accumulation_steps} x {processes} "
+            f"process(es) = {rollouts} rollouts per step, but checkpoint {folder} has {expected}; "
+            f"resume with {expected} rollouts per step ({hint})"
+        )
 
 
 def set_learning_rate(parts: TrainParts, lr: float) -> None:
