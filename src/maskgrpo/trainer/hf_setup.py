@@ -123,11 +123,12 @@ def lora_resume(cfg: C, model: str | nn.Module) -> tuple[str | nn.Module, C]:
 
 def prepare_model(cfg: MaskGRPOConfig | SFTConfig, model: nn.Module) -> nn.Module:
     """LoRA when ``lora_r > 0`` (adapter A from the run's seed; an adapter loaded from a LoRA
-    folder is trained as it is), then gradient checkpointing."""
+    folder, or a peft model passed to the trainer, is trained as it is), then gradient
+    checkpointing."""
     if is_lora(model):
         config = getattr(model, "peft_config", {}).get("default")
         r, alpha = getattr(config, "r", None), getattr(config, "lora_alpha", None)
-        if (r, alpha) != (cfg.lora_r, cfg.lora_alpha):
+        if cfg.lora_r > 0 and (r, alpha) != (cfg.lora_r, cfg.lora_alpha):
             log.warning(
                 "continuing a LoRA adapter with r=%s alpha=%s (lora_r=%d lora_alpha=%d ignored)",
                 r,
