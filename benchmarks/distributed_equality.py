@@ -2,12 +2,13 @@
 
 Runs the launches of ``tests/test_distributed.py`` (its ``launch`` helper: ``maskgrpo train`` on
 the tiny model, 3 steps of 16 rollouts in micro-batches of 4 -- four on one process, two on each
-of 2 CPU processes -- ``beta = 0.01``, lr 1e-3) and prints, for each launch against the
+of 2 CPU processes -- ``beta = 0.01``, learning_rate 1e-3) and prints, for each launch against the
 one-process run: whether the rollout hashes agree at every step, the largest relative difference
 of loss, KL and gradient norm over the steps, and the largest absolute difference of the final
 weights (with the largest single-step update for scale).
 
-Usage: ``python benchmarks/distributed_equality.py [--mu 4] [--launches ddp,fsdp2,zero2,zero3]``
+Usage: ``python benchmarks/distributed_equality.py [--num-iterations 4]
+[--launches ddp,fsdp2,zero2,zero3]``
 (ZeRO needs ``deepspeed``; CPU only: 2 processes over gloo).
 """
 
@@ -34,24 +35,24 @@ def _tests() -> ModuleType:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--mu", type=int, default=4)
+    parser.add_argument("--num-iterations", type=int, default=4)
     parser.add_argument("--launches", default="ddp,fsdp2,zero2,zero3")
     args = parser.parse_args()
     t = _tests()
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        t.launch("one", root / "one", args.mu)
+        t.launch("one", root / "one", args.num_iterations)
         ref, ref_w = t.metrics(root / "one"), t.weights(root / "one")
         step1 = t.max_diff(
             t.weights(root / "one", "step_000001"), t.weights(root / "one", "step_000002")
         )
-        print(f"mu={args.mu}; largest weight change in one step (one process): {step1:.2e}")
+        print(f"num_iterations={args.num_iterations}; largest weight change in one step (one process): {step1:.2e}")
         print("launch | rollouts equal | max rel diff loss / kl / grad_norm | max weight diff")
         for name in args.launches.split(","):
             if name.startswith("zero") and not t.HAS_DEEPSPEED:
                 print(f"{name} | skipped: deepspeed is not installed")
                 continue
-            t.launch(name, root / name, args.mu)
+            t.launch(name, root / name, args.num_iterations)
             got = t.metrics(root / name)
             same = [a["rollout_hash"] for a in ref] == [b["rollout_hash"] for b in got]
             rel = {

@@ -6,7 +6,8 @@ bf16 weights, LoRA r=128 / alpha=64 on the ``llama`` preset (MaskGRPO, arXiv 251
 reference policy = the adapter switched off, bf16 autocast, float32 log-softmax.
 
 The step is the library's own: :func:`maskgrpo.trainer.grpo.make_rollout` (rollout, rewards,
-advantages, views, old and reference log-probs) and ``mu`` calls of ``inner_update``. The split
+advantages, views, old and reference log-probs) and ``num_iterations`` calls of
+``inner_update``. The split
 times the modality's rollout and the reward call inside ``make_rollout``; "old+ref" is the rest
 of it (mask draws and the no-grad log-prob passes). Prompts are random ids and the reward is the
 fraction of even completion ids -- enough to give the group advantages a spread.
@@ -14,7 +15,8 @@ fraction of even completion ids -- enough to give the group advantages a spread.
 Prints rollout tokens/s, the time split, and the peak GPU memory. Without a CUDA device it exits
 with status 2 and a message. Usage::
 
-    python benchmarks/gpu_step.py [--prompts 2] [--group-size 6] [--gen-length 256] [--mu 2]
+    python benchmarks/gpu_step.py [--prompts 2] [--num-generations 6] \
+        [--max-completion-length 256] [--num-iterations 2]
 """
 
 from __future__ import annotations
@@ -102,7 +104,7 @@ def build_model(args: argparse.Namespace, device: torch.device) -> tuple[nn.Modu
         num_hidden_layers=args.layers,
         num_attention_heads=args.heads,
         num_key_value_heads=args.heads,
-        max_position_embeddings=args.prompt_width + args.gen_length,
+        max_position_embeddings=args.prompt_width + args.max_completion_length,
         is_causal=False,
         use_cache=False,
         tie_word_embeddings=False,
@@ -128,15 +130,23 @@ def run_step(args: argparse.Namespace, device: torch.device) -> dict[str, float]
     )  # fmt: skip
     if args.gradient_checkpointing:
         enable_gradient_checkpointing(model)
+    rows_n = args.prompts * args.num_generations
+    if rows_n % args.per_device_train_batch_size:
+        raise ValueError(
+            f"--per-device-train-batch-size {args.per_device_train_batch_size} must divide the "
+            f"{rows_n} rollouts of the step (--prompts x --num-generations)"
+        )
     cfg = TrainConfig(
-        steps=1, prompts_per_step=args.prompts, group_size=args.group_size, mu=args.mu,
-        gen_length=args.gen_length, diffusion_steps=args.diffusion_steps,
-        block_length=args.block_length, micro_batch_size=args.micro_batch_size, beta=0.01,
-        lr=3e-6, seed=args.seed, device=str(device),
+        max_steps=1, num_generations=args.num_generations, num_iterations=args.num_iterations,
+        per_device_train_batch_size=args.per_device_train_batch_size,
+        gradient_accumulation_steps=rows_n // args.per_device_train_batch_size,
+        max_completion_length=args.max_completion_length, diffusion_steps=args.diffusion_steps,
+        block_length=args.block_length, beta=0.01, learning_rate=3e-6, seed=args.seed,
+        device=str(device),
     )  # fmt: skip
     cfg.validate()
     settings = SamplerSettings(
-        args.gen_length, args.diffusion_steps, args.block_length, 1.0, "low_confidence"
+        args.max_completion_length, args.diffusion_steps, args.block_length, 1.0, "low_confidence"
     )
     rollout_t, reward_t, update_t = Timer(device), Timer(device), Timer(device)
     modality = RandomPromptModality(spec, args.prompt_width, rollout_t)
@@ -150,12 +160,11 @@ def run_step(args: argparse.Namespace, device: torch.device) -> dict[str, float]
         rollout = total.wrap(make_rollout)(
             cfg, 0, model, parts.ref_model, modality, rows, rewards, settings
         )
-        for j in range(cfg.mu):
+        for j in range(cfg.num_iterations):
             update_t.wrap(inner_update)(cfg, j, model, rollout, parts.optimizer, parts.scheduler)
-    rows_n = args.prompts * args.group_size
     return {
         "parameters_billion": n_params / 1e9,
-        "rollout_tokens_per_s": rows_n * args.gen_length / max(rollout_t.seconds, 1e-9),
+        "rollout_tokens_per_s": rows_n * args.max_completion_length / max(rollout_t.seconds, 1e-9),
         "rollout_s": rollout_t.seconds,
         "scoring_s": reward_t.seconds,
         "old_ref_s": total.seconds - rollout_t.seconds - reward_t.seconds,
@@ -170,13 +179,15 @@ def run_step(args: argparse.Namespace, device: torch.device) -> dict[str, float]
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     p.add_argument("--prompts", type=int, default=2, help="prompts per step")
-    p.add_argument("--group-size", type=int, default=6, help="rollouts per prompt (paper: 6)")
+    p.add_argument("--num-generations", type=int, default=6, help="rollouts per prompt (paper: 6)")
     p.add_argument("--prompt-width", type=int, default=64, help="prompt tokens")
-    p.add_argument("--gen-length", type=int, default=256, help="completion tokens")
+    p.add_argument("--max-completion-length", type=int, default=256, help="completion tokens")
     p.add_argument("--diffusion-steps", type=int, default=128, help="denoising steps")
     p.add_argument("--block-length", type=int, default=32, help="semi-autoregressive block")
-    p.add_argument("--mu", type=int, default=2, help="inner updates (paper: 12)")
-    p.add_argument("--micro-batch-size", type=int, default=4, help="rows per forward pass")
+    p.add_argument("--num-iterations", type=int, default=2, help="inner updates (paper: 12)")
+    p.add_argument(
+        "--per-device-train-batch-size", type=int, default=4, help="rows per forward pass"
+    )
     p.add_argument("--lora-r", type=int, default=128, help="LoRA rank (paper: 128)")
     p.add_argument("--lora-alpha", type=int, default=64, help="LoRA alpha (paper: 64)")
     p.add_argument("--gradient-checkpointing", action="store_true", help="recompute blocks")
@@ -198,7 +209,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     result = run_step(args, torch.device("cuda"))
     print(
         f"{result['parameters_billion']:.2f}B parameters, LoRA r={args.lora_r}, "
-        f"{args.prompts} x {args.group_size} rollouts of {args.gen_length} tokens, mu={args.mu}"
+        f"{args.prompts} x {args.num_generations} rollouts of {args.max_completion_length} "
+        f"tokens, num_iterations={args.num_iterations}"
     )
     print(f"rollout tokens/s  {result['rollout_tokens_per_s']:.0f}")
     for key in ("rollout_s", "scoring_s", "old_ref_s", "updates_s", "step_s"):

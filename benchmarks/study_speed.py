@@ -126,7 +126,7 @@ def sampler_speed(
 
 def step_split(cfg: TrainConfig, repeats: int) -> dict[str, Any]:
     """Median seconds of one MaskGRPO step's parts (rollout, scoring, old/ref, updates)."""
-    s = setup(cfg, cfg.seed, cfg.task, cfg.task_seed, cfg.device, cfg)
+    s = setup(cfg, cfg.seed, cfg.dataset, cfg.dataset_seed, cfg.device, cfg)
     model = s.policy.model.eval()
     rewards = _reward_set(cfg, s.task)
     parts = build_parts(cfg, model)
@@ -135,8 +135,8 @@ def step_split(cfg: TrainConfig, repeats: int) -> dict[str, Any]:
     times: dict[str, list[float]] = {k: [] for k in ("rollout", "scoring", "old_ref", "updates")}
     whole: list[float] = []
     for step in range(repeats):
-        rows = prompt_batch(s.task.train, step, cfg.prompts_per_step, cfg.seed)
-        group = [r for r in rows for _ in range(cfg.group_size)]
+        rows = prompt_batch(s.task.train, step, cfg.prompts_per_step(), cfg.seed)
+        group = [r for r in rows for _ in range(cfg.num_generations)]
         prompts = [r["prompt"] for r in group]
         t0 = time.perf_counter()
         ids = s.modality.encode_prompts(prompts, s.device)
@@ -146,11 +146,11 @@ def step_split(cfg: TrainConfig, repeats: int) -> dict[str, Any]:
         completions = s.modality.decode(seqs[:, width:])
         cols = {k: [r[k] for r in group] for k in group[0] if k != "prompt"}
         result = rewards(prompts, completions, **cols)
-        group_advantages(result.total, cfg.group_size, cfg.advantage)
+        group_advantages(result.total, cfg.num_generations, cfg.advantage_method)
         upto_first_eos(seqs, width, spec.eos_id)
         t2 = time.perf_counter()
         with torch.no_grad():
-            for j, ratio in enumerate(mask_ratios(cfg.gamma, cfg.mu)):
+            for j, ratio in enumerate(mask_ratios(cfg.gamma, cfg.num_iterations)):
                 view = remask(
                     seqs,
                     width,
@@ -168,7 +168,7 @@ def step_split(cfg: TrainConfig, repeats: int) -> dict[str, Any]:
             cfg, step, model, parts.ref_model, s.modality, rows, rewards, s.settings
         )
         t4 = time.perf_counter()
-        for j in range(cfg.mu):
+        for j in range(cfg.num_iterations):
             inner_update(cfg, j, model, rollout, parts.optimizer, parts.scheduler)
         t5 = time.perf_counter()
         for key, dt in zip(times, (t1 - t0, t2 - t1, t3 - t2, t5 - t4), strict=True):
@@ -178,8 +178,8 @@ def step_split(cfg: TrainConfig, repeats: int) -> dict[str, Any]:
     total = sum(med.values())
     return {
         "repeats": repeats,
-        "rollouts_per_step": cfg.prompts_per_step * cfg.group_size,
-        "mu": cfg.mu,
+        "rollouts_per_step": cfg.rollouts_per_step(),
+        "mu": cfg.num_iterations,
         "median_s": med,
         "share": {k: v / total for k, v in med.items()},
         "step_s": total,
@@ -210,13 +210,13 @@ def _one_step(
 
 def run_speed(quick: bool, seed: int) -> dict[str, Any]:
     """Sampler throughput (demo model and a longer LLaDA-like setting) and the step split."""
-    demo = DemoConfig(seed=seed, out_dir="runs/study-speed", device="cpu")
+    demo = DemoConfig(seed=seed, output_dir="runs/study-speed", device="cpu")
     cfg = demo_train_config(demo)
     if quick:
-        cfg = _replace(cfg, prompts_per_step=4, mu=2)
-    s = setup(cfg, cfg.seed, cfg.task, cfg.task_seed, "cpu", cfg)
+        cfg = _replace(cfg, per_device_train_batch_size=4 * cfg.num_generations, num_iterations=2)
+    s = setup(cfg, cfg.seed, cfg.dataset, cfg.dataset_seed, "cpu", cfg)
     model = s.policy.model.eval()
-    rollouts = cfg.prompts_per_step * cfg.group_size
+    rollouts = cfg.rollouts_per_step()
     prompts = s.modality.encode_prompts(
         [r["prompt"] for r in s.task.train[:rollouts]], torch.device("cpu")
     )
@@ -234,13 +234,13 @@ def run_speed(quick: bool, seed: int) -> dict[str, Any]:
     )
     long_cfg = _replace(
         cfg,
-        gen_length=16 if quick else 64,
+        max_completion_length=16 if quick else 64,
         diffusion_steps=8 if quick else 32,
         block_length=8 if quick else 16,
     )
-    ls = setup(long_cfg, seed, cfg.task, cfg.task_seed, "cpu", long_cfg)
+    ls = setup(long_cfg, seed, cfg.dataset, cfg.dataset_seed, "cpu", long_cfg)
     long_settings = {
-        "gen_length": long_cfg.gen_length,
+        "gen_length": long_cfg.max_completion_length,
         "steps": long_cfg.diffusion_steps,
         "block_length": long_cfg.block_length,
         "temperature": 1.0,
@@ -256,9 +256,10 @@ def run_speed(quick: bool, seed: int) -> dict[str, Any]:
     )
     out["step"] = step_split(cfg, 1 if quick else 3)
     out["step_config"] = {
-        "prompts_per_step": cfg.prompts_per_step,
-        "group_size": cfg.group_size,
-        "mu": cfg.mu,
+        "per_device_train_batch_size": cfg.per_device_train_batch_size,
+        "gradient_accumulation_steps": cfg.gradient_accumulation_steps,
+        "num_generations": cfg.num_generations,
+        "num_iterations": cfg.num_iterations,
         "beta": cfg.beta,
     }
     return out

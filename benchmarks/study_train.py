@@ -71,7 +71,7 @@ def _load(path: Path) -> dict[str, Any] | None:
 def _demo_cfg(seed: int, out: Path, budget: Budget, **kw: Any) -> DemoConfig:
     return DemoConfig(
         seed=seed,
-        out_dir=str(out),
+        output_dir=str(out),
         device="cpu",
         grpo_steps=budget.steps,
         eval_prompts=budget.eval_prompts,
@@ -97,7 +97,7 @@ def text_base(seed: int, out: Path, budget: Budget) -> dict[str, Any]:
 
 
 def _evaluate(policy: Any, cfg: DemoConfig, budget: Budget) -> dict[str, Any]:
-    task = make_task(cfg.task, seed=cfg.task_seed)
+    task = make_task(cfg.dataset, seed=cfg.dataset_seed)
     modality = TextModality(policy.tokenizer, policy.spec, prompt_width=task.max_prompt_chars)
     greedy = sampler_settings(TrainConfig(), task.answer_chars, greedy=True)
     ev = evaluate_task(
@@ -119,12 +119,13 @@ def text_run(strategy: str, gamma: float, seed: int, out: Path, budget: Budget) 
         model=base["model"],
         eval_every=0,
         sample_every=0,
-        out_dir=str(folder / "grpo"),
+        output_dir=str(folder / "grpo"),
     )
     if budget.prompts_per_step:
-        cfg = dataclasses.replace(cfg, prompts_per_step=budget.prompts_per_step)
+        rollouts = budget.prompts_per_step * cfg.num_generations
+        cfg = dataclasses.replace(cfg, per_device_train_batch_size=rollouts)
     result = run_train(cfg)
-    task = make_task(cfg.task, seed=cfg.task_seed)
+    task = make_task(cfg.dataset, seed=cfg.dataset_seed)
     policy = load_policy(
         result["checkpoint"], alphabet=task.alphabet, max_length=0, device=resolve_device("cpu")
     )

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Set up a virtual environment and run the checks: ruff, mypy and the test suite, then the
 # model-family tests again on the lowest supported transformers.
-# Extra arguments go to the first pytest run (e.g. `bash scripts/test.sh -m "not slow"`).
+# Extra arguments go to the first pytest run; slow end-to-end runs are skipped unless asked for
+# (`bash scripts/test.sh -m slow` runs only those, `-m "slow or not slow"` everything).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_DATASETS_OFFLINE=1

@@ -22,13 +22,13 @@ from maskgrpo.cli import main
 
 # logical name -> command-line option
 FLAGS = {
-    "out": "--out-dir",
-    "steps": "--steps",
-    "batch": "--batch-size",
-    "log": "--log-every",
+    "out": "--output-dir",
+    "steps": "--max-steps",
+    "batch": "--per-device-train-batch-size",
+    "log": "--logging-steps",
     "warmup": "--warmup-steps",
-    "group": "--group-size",
-    "save": "--save-every",
+    "group": "--num-generations",
+    "save": "--save-steps",
 }
 TINY = ["--dim", "32", "--n-layers", "1", "--n-heads", "2"]
 
@@ -107,7 +107,7 @@ def test_benchmark_on_a_saved_tiny_model(
         "eval", "--dataset", "gsm8k", "--data-file", str(data), "--model", str(runs["model"])
     )
     line = fails(args + [FLAGS["out"], str(tmp_path / "out")], capsys)
-    assert str(runs["model"]) in line and "--task" in line
+    assert str(runs["model"]) in line and "--dataset running_sums" in line
 
 
 def test_benchmark_eval_into_a_training_run_is_refused(

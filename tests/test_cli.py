@@ -69,8 +69,9 @@ def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
 def sft_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A model folder saved by ``maskgrpo sft`` (20 tiny steps)."""
     out = tmp_path_factory.mktemp("sft")
-    args = ["sft", "--steps", "20", "--batch-size", "16", "--log-every", "10", *TINY]
-    proc = run_cli(*args, "--out-dir", str(out), cwd=out)
+    args = ["sft", "--max-steps", "20", "--per-device-train-batch-size", "16"]
+    args += ["--logging-steps", "10", *TINY]
+    proc = run_cli(*args, "--output-dir", str(out), cwd=out)
     assert proc.returncode == 0, proc.stderr
     result = json.loads(proc.stdout)
     assert math.isfinite(result["first_loss"]) and math.isfinite(result["last_loss"])
@@ -86,8 +87,9 @@ def sft_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_train_end_to_end(sft_model: Path, tmp_path: Path) -> None:
     out = tmp_path / "run"
-    args = ["train", "--steps", "3", "--prompts-per-step", "4", "--group-size", "4", *TINY]
-    proc = run_cli(*args, "--model", str(sft_model), "--out-dir", str(out), cwd=tmp_path)
+    args = ["train", "--max-steps", "3", "--per-device-train-batch-size", "16"]
+    args += ["--num-generations", "4", *TINY]
+    proc = run_cli(*args, "--model", str(sft_model), "--output-dir", str(out), cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
 
     lines = (out / "metrics.jsonl").read_text().splitlines()
@@ -113,14 +115,14 @@ def test_train_end_to_end(sft_model: Path, tmp_path: Path) -> None:
 
 def test_generate_prints_json_lines(sft_model: Path, tmp_path: Path) -> None:
     args = ["generate", "--model", str(sft_model), "--num-prompts", "3", "--samples", "2"]
-    proc = run_cli(*args, "--out-dir", str(tmp_path), cwd=tmp_path)
+    proc = run_cli(*args, "--output-dir", str(tmp_path), cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     rows = [json.loads(line) for line in proc.stdout.splitlines()]
     held = [r["prompt"] for r in make_task("running_sums").heldout[:3]]
     assert [r["prompt"] for r in rows] == [p for p in held for _ in range(2)]
     for r in rows:
         assert set(r["completion"]) <= set("0123456789=")  # specials are dropped on decode
-        assert len(r["completion"]) <= 5  # gen_length = answer (4) + EOS
+        assert len(r["completion"]) <= 5  # max_completion_length = answer (4) + EOS
 
     proc = run_cli(
         "generate", "--model", str(sft_model), "--prompts", "1234=", "9999=", cwd=tmp_path
@@ -131,7 +133,7 @@ def test_generate_prints_json_lines(sft_model: Path, tmp_path: Path) -> None:
 
 def test_eval_prints_accuracy_with_interval(sft_model: Path, tmp_path: Path) -> None:
     args = ["eval", "--model", str(sft_model), "--num-prompts", "40", "--temperature", "0"]
-    proc = run_cli(*args, "--out-dir", str(tmp_path), cwd=tmp_path)
+    proc = run_cli(*args, "--output-dir", str(tmp_path), cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     match = re.search(
         r"accuracy ([\d.]+) \(95% CI ([\d.]+)-([\d.]+)\) on (\d+) held-out prompts; "
@@ -163,19 +165,40 @@ def no_model(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.mark.parametrize(
     ("args", "names"),
     [
-        (["train", "--batch-size", "10", "--group-size", "4"], ["batch_size=10", "group_size=4"]),
+        (
+            ["train", "--per-device-train-batch-size", "10", "--num-generations", "4"],
+            ["per_device_train_batch_size=10", "num_generations=4"],
+        ),
+        (
+            ["train", "--gradient-accumulation-steps", "3", "--per-device-train-batch-size", "2"],
+            ["gradient_accumulation_steps=3", "= 6 rollouts", "num_generations=8"],
+        ),
+        (["train", "--loss-type", "token"], ["loss_type='token'", "dapo"]),
+        (["train", "--scale-rewards", "zscore"], ["scale_rewards='zscore'", "group"]),
+        (["train", "--report-to", "wandb"], ["report_to='wandb'", "tensorboard"]),
         (["train", "--gamma", "-0.1"], ["gamma=-0.1"]),
         (["train", "--strategy", "foo"], ["strategy='foo'", "fading"]),
-        (["train", "--task", "nope"], ["task='nope'", "running_sums"]),
+        (["train", "--dataset", "nope"], ["dataset='nope'", "running_sums", "hub id"]),
+        (["train", "--dataset", "nope.jsonl"], ["dataset='nope.jsonl': no such file"]),
+        (["train", "--task", "sudoku4"], ["'task': renamed to 'dataset'"]),
+        (["train", "--dataset", "gsm8k", "--data-file", "x.jsonl"], ["x.jsonl"]),
         (["train", "--temperature", "-1"], ["temperature=-1.0"]),
         (["train", "--temperature", "nan"], ["temperature=nan"]),
-        (["train", "--lr", "nan"], ["lr=nan"]),
-        (["train", "--mu", "0"], ["mu=0"]),
+        (["train", "--learning-rate", "nan"], ["learning_rate=nan"]),
+        (["train", "--num-iterations", "0"], ["num_iterations=0"]),
+        (["train", "--lr", "1e-4"], ["unknown field 'lr': renamed to 'learning_rate'"]),
+        (["train", "--mu", "2"], ["unknown field 'mu': renamed to 'num_iterations'"]),
+        (["train", "--steps", "2"], ["unknown field 'steps': renamed to 'max_steps'"]),
+        (["train", "--group-size", "2"], ["'group_size': renamed to 'num_generations'"]),
+        (["train", "--normalization", "token"], ["'normalization': renamed to 'loss_type'"]),
+        (["train", "--prompts-per-step", "2"], ["'prompts_per_step': replaced by per_device"]),
+        (["sft", "--batch-size", "2"], ["renamed to 'per_device_train_batch_size'"]),
+        (["eval", "--gen-length", "2"], ["renamed to 'max_completion_length'"]),
         (["train", "--remasking", "sideways"], ["remasking='sideways'"]),
         (["train", "--reward-weights", "1", "2", "3"], ["reward_weights=[1.0, 2.0, 3.0]"]),
         (["sft", "--min-mask-ratio", "1.0"], ["min_mask_ratio=1.0"]),
         (["generate", "--samples", "0"], ["samples=0"]),
-        (["eval", "--task", "chess"], ["task='chess'"]),
+        (["eval", "--dataset", "chess"], ["dataset='chess'", "sudoku4", "gsm8k"]),
         (["demo", "--estimator", "foo"], ["estimator='foo'"]),
     ],
 )
@@ -189,7 +212,7 @@ def test_config_errors_exit_2_before_any_model(
     out = tmp_path / "out"
     started = time.perf_counter()
     with pytest.raises(SystemExit) as exc:
-        main([*args, "--out-dir", str(out)])
+        main([*args, "--output-dir", str(out)])
     elapsed = time.perf_counter() - started
     assert exc.value.code == 2
     err = capsys.readouterr().err
@@ -202,16 +225,26 @@ def test_config_errors_exit_2_before_any_model(
 
 def test_config_error_exit_code_of_the_real_process(tmp_path: Path) -> None:
     out = tmp_path / "out"
-    args = ["train", "--batch-size", "10", "--group-size", "4", "--out-dir", str(out)]
-    proc = run_cli(*args, cwd=tmp_path)
+    args = ["train", "--per-device-train-batch-size", "10", "--num-generations", "4"]
+    proc = run_cli(*args, "--output-dir", str(out), cwd=tmp_path)
     assert proc.returncode == 2
-    assert "batch_size=10" in proc.stderr and "Traceback" not in proc.stderr
+    assert "per_device_train_batch_size=10" in proc.stderr and "Traceback" not in proc.stderr
     assert not out.exists()
+    proc = run_cli("train", "--out-dir", str(out), cwd=tmp_path)  # an old name: one line
+    assert proc.returncode == 2 and not out.exists()
+    assert proc.stderr.strip().splitlines() == [
+        "maskgrpo train: error: unknown field 'out_dir': renamed to 'output_dir'"
+    ]
 
 
 def test_load_config_raises_value_error_fast() -> None:
     started = time.perf_counter()
-    for kwargs in ({"gamma": -0.1}, {"strategy": "foo"}, {"batch_size": 10, "group_size": 4}):
+    cases = (
+        {"gamma": -0.1},
+        {"strategy": "foo"},
+        {"per_device_train_batch_size": 10, "num_generations": 4},
+    )
+    for kwargs in cases:
         with pytest.raises(ValueError, match=str(next(iter(kwargs.values())))):
             load_config(TrainConfig, **kwargs)
     assert time.perf_counter() - started < 0.5
@@ -253,38 +286,51 @@ def _parse(*argv: str) -> TrainConfig:
 def test_yaml_values_and_cli_overrides(tmp_path: Path) -> None:
     path = tmp_path / "train.yaml"
     path.write_text(
-        "lr: 0.25\nsteps: 7\nmu: 2\nstrategy: random\nscore_after_eos: true\n"
-        "weight_decay: 1e-4\nreward_weights: [1, 0.5]\n"
+        "learning_rate: 0.25\nmax_steps: 7\nnum_iterations: 2\nstrategy: random\n"
+        "score_after_eos: true\nweight_decay: 1e-4\nreward_weights: [1, 0.5]\n"
     )
     cfg = _parse("--config", str(path))
-    assert (cfg.lr, cfg.steps, cfg.mu, cfg.strategy) == (0.25, 7, 2, "random")
+    assert (cfg.learning_rate, cfg.max_steps, cfg.num_iterations) == (0.25, 7, 2)
+    assert cfg.strategy == "random"
     assert cfg.score_after_eos is True
     assert cfg.weight_decay == 1e-4 and isinstance(cfg.weight_decay, float)  # YAML 1.1 string
     assert cfg.reward_weights == [1.0, 0.5]
-    assert cfg.group_size == TrainConfig().group_size  # neither file nor flag: the default
+    assert cfg.num_generations == TrainConfig().num_generations  # neither file nor flag
 
-    cfg = _parse("--config", str(path), "--lr", "0.5", "--mu", "3", "--score-after-eos", "false")
-    assert (cfg.lr, cfg.mu, cfg.score_after_eos) == (0.5, 3, False)
-    assert cfg.steps == 7 and cfg.strategy == "random"  # the file still sets the rest
+    cfg = _parse(
+        "--config", str(path), "--learning-rate", "0.5", "--num-iterations", "3",
+        "--score-after-eos", "false",
+    )  # fmt: skip
+    assert (cfg.learning_rate, cfg.num_iterations, cfg.score_after_eos) == (0.5, 3, False)
+    assert cfg.max_steps == 7 and cfg.strategy == "random"  # the file still sets the rest
     assert _parse("--reward-weights", "2", "0").reward_weights == [2.0, 0.0]
 
 
 def test_yaml_errors_are_clear(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     unknown = tmp_path / "unknown.yaml"
-    unknown.write_text("lr: 0.1\nlearning_rate: 0.1\n")
-    with pytest.raises(ValueError, match=r"unknown TrainConfig field\(s\) \['learning_rate'\]"):
+    unknown.write_text("learning_rate: 0.1\nlearning_rte: 0.1\n")
+    with pytest.raises(ValueError, match=r"unknown TrainConfig field\(s\) \['learning_rte'\]"):
         load_config(TrainConfig, unknown)
     with pytest.raises(SystemExit) as exc:
-        main(["train", "--config", str(unknown), "--out-dir", str(tmp_path / "out")])
-    assert exc.value.code == 2 and "learning_rate" in capsys.readouterr().err
+        main(["train", "--config", str(unknown), "--output-dir", str(tmp_path / "out")])
+    assert exc.value.code == 2 and "learning_rte" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
 
-    for text, name in [("steps: many\n", "steps='many'"), ("gamma: 1.5\n", "gamma=1.5")]:
+    old = tmp_path / "old.yaml"
+    old.write_text("lr: 0.1\nmu: 2\nlearning_rate: 0.1\n")
+    with pytest.raises(ValueError) as err:
+        load_config(TrainConfig, old)
+    assert str(err.value) == (
+        "unknown field 'lr': renamed to 'learning_rate'; "
+        "unknown field 'mu': renamed to 'num_iterations'"
+    )
+
+    for text, name in [("max_steps: many\n", "max_steps='many'"), ("gamma: 1.5\n", "gamma=1.5")]:
         bad = tmp_path / "bad.yaml"
         bad.write_text(text)
         with pytest.raises(ValueError, match=re.escape(name)):
             load_config(TrainConfig, bad)
     listed = tmp_path / "list.yaml"
-    listed.write_text("- lr\n- 0.1\n")
+    listed.write_text("- learning_rate\n- 0.1\n")
     with pytest.raises(ValueError, match="mapping"):
         load_config(TrainConfig, listed)

@@ -16,7 +16,7 @@ def test_demo_writes_summary_and_plots(tmp_path: Path) -> None:
     out = tmp_path / "demo"
     args = ["--sft-max-steps", "50", "--grpo-steps", "2", "--eval-prompts", "50"]
     proc = subprocess.run(
-        [sys.executable, "-m", "maskgrpo.cli", "demo", "--out-dir", str(out), *args],
+        [sys.executable, "-m", "maskgrpo.cli", "demo", "--output-dir", str(out), *args],
         cwd=tmp_path,
         env={**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"},
         capture_output=True,

@@ -61,21 +61,21 @@ def train_args(
 
     The only place that spells the training fields.
     """
-    rollouts = per_device * accumulation * world
     fields: dict[str, object] = {
-        "out_dir": out,
-        "steps": steps,
-        "mu": iterations,
-        "prompts_per_step": rollouts // generations,
-        "group_size": generations,
-        "micro_batch_size": per_device,
+        "output_dir": out,
+        "max_steps": steps,
+        "num_iterations": iterations,
+        "per_device_train_batch_size": per_device,
+        "gradient_accumulation_steps": accumulation,
+        "num_generations": generations,
         **extra,
     }
     return ["train", *(f"--{k.replace('_', '-')}={v}" for k, v in fields.items())]
 
 
-TINY = {"dim": 32, "n_layers": 2, "n_heads": 2, "lr": 1e-3, "beta": 0.01, "sample_every": 1}
-TINY |= {"save_every": 1, "keep_checkpoints": 0, "temperature": 1.0, "seed": 14}
+TINY = {"dim": 32, "n_layers": 2, "n_heads": 2, "learning_rate": 1e-3, "beta": 0.01}
+TINY |= {"sample_every": 1, "save_steps": 1, "save_total_limit": 0, "temperature": 1.0}
+TINY |= {"seed": 14}
 LAUNCHES = {  # name -> (processes, accelerate config)
     "one": (1, None),
     "ddp": (2, "ddp.yaml"),
@@ -373,7 +373,7 @@ def test_lora_under_fsdp2_matches_one_process(tmp_path: Path) -> None:
 
     model = save_llama_folder(tmp_path / "llama")
     lora = {"model": model, "lora_r": 4, "lora_targets": "llama", "seed": 3}
-    lora |= {"temperature": 1.5, "lr": 1e-2}
+    lora |= {"temperature": 1.5, "learning_rate": 1e-2}
     one, two = tmp_path / "one", tmp_path / "two"
     launch("one", one, 2, **lora)
     done = launch("fsdp2", two, 2, **lora)

@@ -18,7 +18,7 @@ from maskgrpo.config import EvalConfig, load_config
 from maskgrpo.evaluation.benchmark import benchmark_rows, run_benchmark
 from maskgrpo.sandbox import sandbox_available
 
-SAMPLER = ["--gen-length", "16", "--diffusion-steps", "8", "--block-length", "8"]
+SAMPLER = ["--max-completion-length", "16", "--diffusion-steps", "8", "--block-length", "8"]
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +43,7 @@ def _eval_args(model: Path, data: Path, out: Path, *extra: str) -> list[str]:
         "gsm8k",
         "--data-file",
         str(data),
-        "--out-dir",
+        "--output-dir",
         str(out),
         "--device",
         "cpu",
@@ -93,7 +93,7 @@ def test_gsm8k_eval_writes_samples_and_protocol(
 
     # One generator per (seed, prompt, sample): the batch size does not change any completion.
     out_small = tmp_path / "eval_small_batches"
-    extra_small = [*extra, "--batch-size", "3"]
+    extra_small = [*extra, "--per-device-eval-batch-size", "3"]
     assert main(_eval_args(llama_dir, gsm8k_file, out_small, *extra_small)) == 0
     assert _completions(out_small) == _completions(out)
 
@@ -106,7 +106,7 @@ def test_gold_answers_pass_every_sample(gsm8k_file: Path, tmp_path: Path) -> Non
         limit=4,
         samples=2,
         k=[1, 2],
-        out_dir=str(tmp_path),
+        output_dir=str(tmp_path),
     )
     rows, _ = benchmark_rows(cfg)
     gold = {row["prompt"]: row["answer"] for row in rows}
@@ -132,7 +132,7 @@ def test_mbpp_reference_code_passes_in_the_sandbox(shared_data: Path, tmp_path: 
     if not path.is_file():
         pytest.skip(f"shared data file {path} is missing")
     cfg = load_config(
-        EvalConfig, dataset="mbpp", data_file=str(path), limit=2, out_dir=str(tmp_path)
+        EvalConfig, dataset="mbpp", data_file=str(path), limit=2, output_dir=str(tmp_path)
     )
     rows, _ = benchmark_rows(cfg)
     code = {row["prompt"]: row["code"] for row in rows}
@@ -193,7 +193,7 @@ def test_few_shot_examples_come_from_the_file(gsm8k_file: Path, tmp_path: Path) 
         limit=2,
         few_shot=2,
         few_shot_file=str(train),
-        out_dir=str(tmp_path),
+        output_dir=str(tmp_path),
     )
     rows, system = benchmark_rows(cfg)
     first_train = json.loads(train.read_text().splitlines()[0])["question"]
@@ -205,7 +205,7 @@ def test_few_shot_examples_come_from_the_file(gsm8k_file: Path, tmp_path: Path) 
 
 def test_synthetic_eval_is_unchanged(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     args = ["eval", "--num-prompts", "4", "--temperature", "0", "--dim", "32", "--n-layers", "1"]
-    assert main([*args, "--out-dir", str(tmp_path), "--device", "cpu"]) == 0
+    assert main([*args, "--output-dir", str(tmp_path), "--device", "cpu"]) == 0
     assert "held-out prompts" in capsys.readouterr().out
     record = json.loads((tmp_path / "eval.json").read_text())
     assert record["task"] == "running_sums" and record["n"] == 4

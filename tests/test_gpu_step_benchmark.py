@@ -31,7 +31,9 @@ def _run(*args: str) -> subprocess.CompletedProcess[str]:
 
 def test_help_runs() -> None:
     done = _run("--help")
-    assert done.returncode == 0 and "--gen-length" in done.stdout and "LoRA" in done.stdout
+    assert (
+        done.returncode == 0 and "--max-completion-length" in done.stdout and "LoRA" in done.stdout
+    )
 
 
 def test_exits_with_a_message_without_cuda() -> None:
@@ -44,8 +46,9 @@ def test_step_runs_at_a_tiny_size_on_cpu() -> None:
     gpu_step = _module()
     args = gpu_step.parse_args(
         "--vocab 64 --hidden 32 --intermediate 64 --layers 2 --heads 4 --prompt-width 6 "
-        "--gen-length 8 --diffusion-steps 4 --block-length 4 --prompts 2 --group-size 2 "
-        "--micro-batch-size 2 --lora-r 4 --lora-alpha 8 --dtype float32 "
+        "--max-completion-length 8 --diffusion-steps 4 --block-length 4 --prompts 2 "
+        "--num-generations 2 --per-device-train-batch-size 2 --lora-r 4 --lora-alpha 8 "
+        "--dtype float32 "
         "--gradient-checkpointing".split()
     )
     state = torch.random.get_rng_state()

@@ -159,13 +159,13 @@ def test_cli_trains_a_hugging_face_folder_with_lora_and_resumes(
 
     out = tmp_path / "run"
     args = ["train", "--model", str(llama_dir), "--lora-r", "4", "--lora-alpha", "8"]
-    args += ["--lora-targets", "llama", "--prompts-per-step", "2", "--group-size", "2"]
-    args += ["--mu", "2", "--device", "cpu", "--gradient-checkpointing", "true"]
-    args += ["--save-every", "1", "--out-dir", str(out)]
-    assert main([*args, "--steps", "1"]) == 0
+    args += ["--lora-targets", "llama", "--per-device-train-batch-size", "4"]
+    args += ["--num-generations", "2", "--num-iterations", "2", "--device", "cpu"]
+    args += ["--gradient-checkpointing", "true", "--save-steps", "1", "--output-dir", str(out)]
+    assert main([*args, "--max-steps", "1"]) == 0
     assert (out / "checkpoints" / "final" / "adapter_model.safetensors").is_file()
-    assert main([*args, "--steps", "2", "--resume"]) == 0
+    assert main([*args, "--max-steps", "2", "--resume"]) == 0
     steps = [json.loads(line)["step"] for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert steps == [1, 2]
     with pytest.raises(SystemExit):  # the task's '.' is not in this tokenizer: a clear error
-        main(["train", "--model", str(llama_dir), "--task", "sudoku4", "--out-dir", str(out)])
+        main(["train", "--model", str(llama_dir), "--dataset", "sudoku4", "--output-dir", str(out)])

@@ -64,16 +64,16 @@ def tiny(mod: ImageModality, extra: int = 0) -> TinyDiffusionLM:
 
 def grpo_config(**kw: object) -> TrainConfig:
     args: dict = dict(
-        steps=1,
-        prompts_per_step=2,
-        group_size=3,
-        mu=2,
+        max_steps=1,
+        per_device_train_batch_size=6,
+        num_generations=3,
+        num_iterations=2,
         gamma=0.8,
         strategy="random",
         beta=0.01,
-        lr=1e-2,
+        learning_rate=1e-2,
         temperature=1.0,
-        gen_length=36,
+        max_completion_length=36,
         diffusion_steps=4,
         sample_every=0,
     )
@@ -200,7 +200,7 @@ def test_image_demo_smoke(tmp_path: Path) -> None:
         diversity_prompts=2,
         grid_prompts=3,
     )
-    cfg = DemoConfig(out_dir=str(tmp_path), eval_prompts=4, grpo_steps=1, max_seconds=0.0)
+    cfg = DemoConfig(output_dir=str(tmp_path), eval_prompts=4, grpo_steps=1, max_seconds=0.0)
     lines: list[str] = []
     summary = run_image_demo(cfg, lines.append, recipe)
     saved = json.loads((tmp_path / "summary.json").read_text())

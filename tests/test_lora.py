@@ -46,7 +46,10 @@ def _setup(kind: str) -> tuple[torch.nn.Module, HFTextModality]:
 
 
 def _cfg(**kw: Any) -> TrainConfig:
-    cfg = TrainConfig(steps=1, prompts_per_step=2, group_size=4, mu=2, beta=0.05, lr=5e-2, **kw)
+    cfg = TrainConfig(
+        max_steps=1, per_device_train_batch_size=8, num_generations=4, num_iterations=2,
+        beta=0.05, learning_rate=5e-2, **kw,
+    )  # fmt: skip
     cfg.validate()
     return cfg
 

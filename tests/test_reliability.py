@@ -44,9 +44,9 @@ TINY = {
     "dim": 32,
     "n_layers": 1,
     "n_heads": 2,
-    "prompts_per_step": 4,
-    "group_size": 4,
-    "mu": 2,
+    "per_device_train_batch_size": 16,
+    "num_generations": 4,
+    "num_iterations": 2,
     "sample_every": 0,
 }
 ARGS = [f"--{k.replace('_', '-')}={v}" for k, v in TINY.items()]
@@ -58,7 +58,7 @@ def _env(**extra: str) -> dict[str, str]:
 
 
 def _start(out: Path, *args: str, **env: str) -> subprocess.Popen[str]:
-    cmd = [sys.executable, "-m", "maskgrpo.cli", "train", *ARGS, f"--out-dir={out}", *args]
+    cmd = [sys.executable, "-m", "maskgrpo.cli", "train", *ARGS, f"--output-dir={out}", *args]
     return subprocess.Popen(
         cmd, env=_env(**env), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
@@ -84,10 +84,10 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("runs")
     outs = {name: root / name for name in ("straight", "four", "inner", "one")}
     procs = [
-        _start(outs["straight"], "--steps=8"),
-        _start(outs["four"], "--steps=4"),
-        _start(outs["inner"], "--steps=8", MASKGRPO_INTERRUPT_AT="3:1"),
-        _start(outs["one"], "--steps=1", "--save-every=1"),
+        _start(outs["straight"], "--max-steps=8"),
+        _start(outs["four"], "--max-steps=4"),
+        _start(outs["inner"], "--max-steps=8", MASKGRPO_INTERRUPT_AT="3:1"),
+        _start(outs["one"], "--max-steps=1", "--save-steps=1"),
     ]
     for proc, rc in zip(procs, (0, 0, 128 + signal.SIGTERM, 0), strict=True):
         _finish(proc, rc)
@@ -95,7 +95,7 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 
 def test_resume_through_cli_is_bitwise_equal(runs: dict[str, Path]) -> None:
-    procs = [_start(runs[name], "--steps=8", "--resume") for name in ("four", "inner")]
+    procs = [_start(runs[name], "--max-steps=8", "--resume") for name in ("four", "inner")]
     for proc in procs:
         _finish(proc)
     straight = _metrics(runs["straight"])
@@ -115,7 +115,7 @@ def test_interrupt_message_names_the_resume_command(
 ) -> None:
     monkeypatch.setenv("MASKGRPO_INTERRUPT_AT", "2:0")
     with pytest.raises(TrainingInterrupted) as stop:
-        run_train(_tiny_cfg(tmp_path, steps=3))
+        run_train(_tiny_cfg(tmp_path, max_steps=3))
     folder = tmp_path / "checkpoints" / "step_000001_inner_00"
     assert stop.value.checkpoint == folder and stop.value.signum == signal.SIGTERM
     assert stop.value.command == (
@@ -125,15 +125,15 @@ def test_interrupt_message_names_the_resume_command(
 
 
 def _tiny_cfg(out: Path, **over: Any) -> TrainConfig:
-    return load_config(TrainConfig, **{**TINY, "out_dir": str(out), "steps": 2, **over})
+    return load_config(TrainConfig, **{**TINY, "output_dir": str(out), "max_steps": 2, **over})
 
 
 def _setup(cfg: TrainConfig) -> Setup:
-    return setup(cfg, cfg.seed, cfg.task, cfg.task_seed, "cpu", cfg)
+    return setup(cfg, cfg.seed, cfg.dataset, cfg.dataset_seed, "cpu", cfg)
 
 
 def test_sigint_saves_and_resume_completes(tmp_path: Path) -> None:
-    proc = _start(tmp_path, "--steps=100000", "--save-every=0")
+    proc = _start(tmp_path, "--max-steps=100000", "--save-steps=0")
     deadline = time.time() + 60
     while not (tmp_path / "metrics.jsonl").exists() and time.time() < deadline:
         time.sleep(0.05)
@@ -143,7 +143,7 @@ def test_sigint_saves_and_resume_completes(tmp_path: Path) -> None:
     line = next(x for x in err.splitlines() if x.strip().startswith("maskgrpo train --config"))
     folder = resolve_checkpoint("latest", tmp_path)
     done = read_trainer_state(folder)["step"]
-    cmd = [sys.executable, "-m", "maskgrpo.cli", *shlex.split(line)[1:], f"--steps={done + 2}"]
+    cmd = [sys.executable, "-m", "maskgrpo.cli", *shlex.split(line)[1:], f"--max-steps={done + 2}"]
     subprocess.run(cmd, env=_env(), check=True, capture_output=True, timeout=120)
     steps = [m["step"] for m in _metrics(tmp_path)]
     assert steps == list(range(1, done + 3))
@@ -161,7 +161,7 @@ def test_sigkill_while_saving_keeps_a_loadable_latest(
         shutil.copytree(runs["one"], out)
         flag = tmp_path / f"{point}.flag"
         env = {"MASKGRPO_CHECKPOINT_STALL": f"{point}:{flag}"}
-        procs.append((out, flag, _start(out, "--steps=2", "--resume", **env)))
+        procs.append((out, flag, _start(out, "--max-steps=2", "--resume", **env)))
     for out, flag, proc in procs:
         deadline = time.time() + 90
         while not flag.exists() and time.time() < deadline and proc.poll() is None:
@@ -182,7 +182,7 @@ def test_sigkill_while_saving_keeps_a_loadable_latest(
         assert (out / "checkpoints" / "step_000001" / "trainer_state.json").is_file()
     # a killed writer leaves a temporary folder; the next run cleans it and finishes
     out = procs[1][0]
-    _finish(_start(out, "--steps=2", "--resume"))
+    _finish(_start(out, "--max-steps=2", "--resume"))
     assert not list((out / "checkpoints").glob(".tmp-*"))
     assert resolve_checkpoint("latest", out).name == "step_000002"
 
@@ -219,10 +219,13 @@ def test_resume_checks_the_config(
 ) -> None:
     out = tmp_path / "run"
     shutil.copytree(runs["one"], out)
-    with pytest.raises(ValueError, match="group_size=2 differs from 4 in checkpoint"):
-        run_train(_tiny_cfg(out, resume="latest", group_size=2))
+    with pytest.raises(ValueError, match="num_generations=2 differs from 4 in checkpoint"):
+        run_train(_tiny_cfg(out, resume="latest", num_generations=2))
+    with pytest.raises(ValueError, match="= 8 rollouts per step, but checkpoint .* has 16"):
+        run_train(_tiny_cfg(out, resume="latest", per_device_train_batch_size=8))
     caplog.set_level(logging.INFO)
-    run_train(_tiny_cfg(out, resume="latest", seed=5, lr=2e-4))
+    resplit = {"per_device_train_batch_size": 8, "gradient_accumulation_steps": 2}  # 16 rollouts
+    run_train(_tiny_cfg(out, resume="latest", seed=5, learning_rate=2e-4, **resplit))
     assert "keeping the checkpoint's" in caplog.text and "learning rate changed" in caplog.text
     metrics = _metrics(out)
     assert metrics[-1]["step"] == 2 and metrics[-1]["lr"] == pytest.approx(2e-4)
@@ -236,7 +239,7 @@ def _rollout_parts(tmp_path: Path, **over: Any) -> tuple[TrainConfig, Setup, Any
     s = _setup(cfg)
     parts = build_parts(cfg, s.policy.model)
     rewards = RewardSet(s.task.rewards, s.task.weights)
-    batch = prompt_batch(s.task.train, 0, cfg.prompts_per_step, cfg.seed)
+    batch = prompt_batch(s.task.train, 0, cfg.prompts_per_step(), cfg.seed)
     model = s.policy.model
     rollout = make_rollout(cfg, 0, model, parts.ref_model, s.modality, batch, rewards, s.settings)
     return cfg, s, parts, rollout, rewards
@@ -262,7 +265,7 @@ def test_nan_gradient_skips_the_update(tmp_path: Path) -> None:
 
 
 def test_consecutive_nonfinite_updates_abort(tmp_path: Path) -> None:
-    cfg, s, parts, _, rewards = _rollout_parts(tmp_path, max_nonfinite_skips=3, steps=5)
+    cfg, s, parts, _, rewards = _rollout_parts(tmp_path, max_nonfinite_skips=3, max_steps=5)
     for p in s.policy.model.parameters():
         p.register_hook(lambda g: g * float("inf"))
     state = TrainState()
@@ -296,7 +299,7 @@ class _EmptyFirstHalf:
 
 
 def test_empty_completions_are_counted_and_still_scored(tmp_path: Path) -> None:
-    cfg = _tiny_cfg(tmp_path, steps=1)
+    cfg = _tiny_cfg(tmp_path, max_steps=1)
     s = _setup(cfg)
     seen: list[str] = []
 
@@ -311,7 +314,7 @@ def test_empty_completions_are_counted_and_still_scored(tmp_path: Path) -> None:
 
 
 def test_unscorable_groups_get_no_gradient(tmp_path: Path) -> None:
-    cfg = _tiny_cfg(tmp_path, steps=1)
+    cfg = _tiny_cfg(tmp_path, max_steps=1)
     s = _setup(cfg)
 
     def first_group_unscorable(prompts: list[str], completions: list[str], **_: Any) -> list[Any]:
@@ -319,7 +322,7 @@ def test_unscorable_groups_get_no_gradient(tmp_path: Path) -> None:
 
     rewards = RewardSet([first_group_unscorable])
     parts = build_parts(cfg, s.policy.model)
-    batch = prompt_batch(s.task.train, 0, cfg.prompts_per_step, cfg.seed)
+    batch = prompt_batch(s.task.train, 0, cfg.prompts_per_step(), cfg.seed)
     rollout = make_rollout(cfg, 0, s.policy.model, parts.ref_model, s.modality, batch, rewards, s.settings)  # fmt: skip
     assert not rollout.base_mask[:4].any() and rollout.base_mask[4:].any()
     assert torch.equal(rollout.advantages[:4], torch.zeros(4))
@@ -328,7 +331,7 @@ def test_unscorable_groups_get_no_gradient(tmp_path: Path) -> None:
 
 
 def test_wholly_unscorable_batch_skips_the_step(tmp_path: Path) -> None:
-    cfg = _tiny_cfg(tmp_path, steps=1)
+    cfg = _tiny_cfg(tmp_path, max_steps=1)
     s = _setup(cfg)
     before = {k: v.clone() for k, v in s.policy.model.state_dict().items()}
 
@@ -352,8 +355,9 @@ def test_long_prompts_error_or_truncate(tmp_path: Path) -> None:
 def test_batch_not_divisible_by_group_size_is_a_config_error(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    with pytest.raises(ValueError, match="batch_size=10 is not divisible by group_size=4"):
-        _tiny_cfg(tmp_path, batch_size=10)
+    message = "= 10 rollouts per step is not a multiple of num_generations=4"
+    with pytest.raises(ValueError, match=message):
+        _tiny_cfg(tmp_path, per_device_train_batch_size=10)
     with pytest.raises(SystemExit) as exit_:
-        cli_main(["train", *ARGS, "--batch-size=10", f"--out-dir={tmp_path}"])
-    assert exit_.value.code == 2 and "not divisible by group_size=4" in capsys.readouterr().err
+        cli_main(["train", *ARGS, "--per-device-train-batch-size=10", f"--output-dir={tmp_path}"])
+    assert exit_.value.code == 2 and message in capsys.readouterr().err

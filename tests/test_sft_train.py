@@ -81,12 +81,12 @@ def sft_policy(task) -> Policy:
 def _train(tmp_path: Path, policy: Policy, mu: int) -> list[dict]:
     cfg = load_config(
         TrainConfig,
-        out_dir=str(tmp_path / f"mu{mu}"),
-        steps=2,
-        prompts_per_step=4,
-        group_size=4,
-        mu=mu,
-        lr=1e-3,
+        output_dir=str(tmp_path / f"mu{mu}"),
+        max_steps=2,
+        per_device_train_batch_size=16,
+        num_generations=4,
+        num_iterations=mu,
+        learning_rate=1e-3,
         sample_every=0,
         **TINY,
     )

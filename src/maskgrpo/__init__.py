@@ -2,9 +2,11 @@
 
 The public pieces are importable from the top level::
 
+    from maskgrpo import MaskGRPOConfig, MaskGRPOTrainer            # the TRL-shaped trainer
     from maskgrpo import mask_ratios, remask, group_advantages, grpo_loss, generate
 """
 
+from .config import MaskGRPOConfig
 from .grpo import (
     LossStats,
     clipped_surrogate,
@@ -22,16 +24,21 @@ from .sampling.llada import TextSample, generate
 from .tokenizer import CharTokenizer
 from .tokens import TokenSpec
 
-__version__ = "0.1.0"
+__version__ = "0.1.0"  # before the trainer import: its checkpoints record the version
+
+from .trainer.grpo_trainer import MaskGRPOTrainer, TrainOutput  # noqa: E402
 
 __all__ = [
     "CharTokenizer",
     "LossStats",
+    "MaskGRPOConfig",
+    "MaskGRPOTrainer",
     "MaskedView",
     "TextSample",
     "TinyConfig",
     "TinyDiffusionLM",
     "TokenSpec",
+    "TrainOutput",
     "clipped_surrogate",
     "completion_span",
     "cosine_schedule",

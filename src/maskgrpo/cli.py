@@ -34,7 +34,7 @@ def _out(text: str) -> None:
     sys.stdout.flush()
 
 
-def _sft(cfg: SFTConfig) -> None:
+def _sft(cfg: SFTConfig, _: argparse.Namespace) -> None:
     from .trainer.interrupt import TrainingInterrupted
     from .trainer.run import run_sft
 
@@ -45,12 +45,17 @@ def _sft(cfg: SFTConfig) -> None:
         raise SystemExit(128 + stop.signum) from None
 
 
-def _train(cfg: TrainConfig) -> None:
+def _train(cfg: TrainConfig, args: argparse.Namespace) -> None:
     from .trainer.distributed import is_main
     from .trainer.grpo import TrainingAborted
     from .trainer.interrupt import TrainingInterrupted
     from .trainer.run import run_train
 
+    if args.dry_run:
+        from .trainer.dry_run import dry_run
+
+        _out(json.dumps(dry_run(cfg, say=_out), indent=2))
+        return
     try:
         summary = run_train(cfg)
         if is_main():  # one summary per launch, not one per process
@@ -63,14 +68,14 @@ def _train(cfg: TrainConfig) -> None:
         raise SystemExit(1) from None
 
 
-def _generate(cfg: GenerateConfig) -> None:
+def _generate(cfg: GenerateConfig, _: argparse.Namespace) -> None:
     from .trainer.run import run_generate
 
     for row in run_generate(cfg):
         _out(json.dumps(row))
 
 
-def _eval(cfg: EvalConfig) -> None:
+def _eval(cfg: EvalConfig, _: argparse.Namespace) -> None:
     from .trainer.run import run_eval
 
     result = run_eval(cfg)
@@ -80,7 +85,7 @@ def _eval(cfg: EvalConfig) -> None:
         _out(
             f"{cfg.dataset}: pass@1 {result['pass@1']:.3f} (95% CI {lo:.3f}-{hi:.3f}){pass_k}, "
             f"mean reward {result['mean_reward']:.3f} over {result['n_prompts']} prompts x "
-            f"{result['n_samples']} samples; results in {cfg.out_dir}"
+            f"{result['n_samples']} samples; results in {cfg.output_dir}"
         )
         return
     lo, hi = result.ci95
@@ -90,13 +95,13 @@ def _eval(cfg: EvalConfig) -> None:
     )
 
 
-def _merge(cfg: MergeConfig) -> None:
+def _merge(cfg: MergeConfig, _: argparse.Namespace) -> None:
     from .merge import run_merge
 
     _out(json.dumps(run_merge(cfg), indent=2))
 
 
-def _demo(cfg: DemoConfig) -> None:
+def _demo(cfg: DemoConfig, _: argparse.Namespace) -> None:
     if cfg.modality == "image":
         from .image.demo import run_image_demo
 
@@ -107,7 +112,7 @@ def _demo(cfg: DemoConfig) -> None:
         run_demo(cfg, say=_out)
 
 
-COMMANDS: dict[str, tuple[type, Callable[[Any], None], str]] = {
+COMMANDS: dict[str, tuple[type, Callable[[Any, argparse.Namespace], None], str]] = {
     "sft": (SFTConfig, _sft, "masked-diffusion SFT of a base policy"),
     "train": (TrainConfig, _train, "MaskGRPO reinforcement learning"),
     "generate": (GenerateConfig, _generate, "sample completions from a model"),
@@ -130,11 +135,11 @@ def _check_inputs(command: str, cfg: Any) -> None:
     from .trainer.file_checks import check_model_folder
     from .trainer.outputs import check_not_a_training_run, check_output_dir
 
-    out_dir = getattr(cfg, "out_dir", None)
+    out_dir = getattr(cfg, "output_dir", None)
     if command != "generate" and isinstance(out_dir, str):
         check_output_dir(out_dir)
-    dataset = getattr(cfg, "dataset", None)
-    if command == "eval" and dataset and isinstance(out_dir, str):  # writes samples.jsonl there
+    benchmark = getattr(cfg, "is_benchmark", False)
+    if command == "eval" and benchmark and isinstance(out_dir, str):  # writes samples.jsonl
         check_not_a_training_run(out_dir)
     model = getattr(cfg, "model", None)
     if isinstance(model, str) and model != "tiny":
@@ -148,14 +153,26 @@ def _fail(command: str, message: str, code: int = 2) -> NoReturn:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="maskgrpo", description=__doc__)
+    parser = argparse.ArgumentParser(prog="maskgrpo", description=__doc__, allow_abbrev=False)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True)
     for name, (cls, _, text) in COMMANDS.items():
         p = sub.add_parser(
-            name, help=text.replace("%", "%%"), description=(cls.__doc__ or text).strip()
+            name,
+            help=text.replace("%", "%%"),
+            description=(cls.__doc__ or text).strip().replace("%", "%%"),
+            allow_abbrev=False,  # a prefix such as --lr must not silently pick --lr-scheduler-type
         )
         add_config_arguments(p, cls)
+        if name == "train":
+            p.add_argument(
+                "--dry-run",
+                action="store_true",
+                help="Check a run on a CPU before renting GPUs: load and validate the data, the "
+                "template and the rewards, check the config, build the model (a tiny model of "
+                "the same architecture when the weights are not here) and run one step, "
+                "writing to a temporary folder.",
+            )
     return parser
 
 
@@ -177,7 +194,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         torch.set_num_threads(cfg.threads)
     try:
-        run(cfg)
+        run(cfg, args)
     except ValueError as err:
         _fail(args.command, str(err))
     except OSError as err:  # a missing file, a full disk, a permission: the message says which

@@ -3,27 +3,39 @@
 Every field carries a help string (shown by ``maskgrpo <command> --help``); validation runs
 before any model is built and raises ``ValueError`` naming the bad value and the fix. Options
 that encode a research choice cite MaskGRPO (arXiv 2510.02880).
+
+Training fields use TRL's ``GRPOConfig`` names where the meaning is the same.
+:class:`MaskGRPOConfig` holds what the trainer reads (the Python API's ``args``);
+:class:`TrainConfig`, the ``maskgrpo train`` command, adds where the model, data and rewards
+come from. Field names from before this vocabulary are listed in each class's ``RENAMED`` and
+rejected with one line naming the replacement (:mod:`maskgrpo.config_io`).
 """
 
 from __future__ import annotations
 
-import argparse
-import dataclasses
-import types
-import typing
-from dataclasses import dataclass, field
+import os
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import ClassVar
 
-from .grpo import ADVANTAGE_METHODS, NORMALIZATIONS
+from .config_io import (
+    add_config_arguments,
+    check_choice,
+    check_non_negative,
+    check_positive,
+    config_from_args,
+    load_config,
+)
+from .config_io import field_with_help as _f
 from .masking import STRATEGIES
 from .sampling.llada import CACHE_MODES, REMASKING
-from .user_input import check_device, read_config_file
+from .user_input import check_device
 
 __all__ = [
     "DemoConfig",
     "EvalConfig",
     "GenerateConfig",
+    "MaskGRPOConfig",
     "SFTConfig",
     "TrainConfig",
     "add_config_arguments",
@@ -31,46 +43,84 @@ __all__ = [
     "load_config",
 ]
 
-C = TypeVar("C")
-
 DTYPES = ("float32", "bfloat16", "float16")
 MIXED_PRECISION = ("no", "bf16")
+# TRL's loss_type names for the three loss normalisers of maskgrpo.grpo.grpo_loss.
+LOSS_TYPES = {"dapo": "token", "grpo": "sequence", "dr_grpo": "constant"}
+# TRL's scale_rewards names for the group advantages of maskgrpo.grpo.group_advantages;
+# rank (centred ranks) is a MaskGRPO extra.
+SCALE_REWARDS = {"group": "zscore", "none": "mean", "rank": "rank"}
+REPORT_TO = ("tensorboard", "none")
+LOCAL_SUFFIXES = (".jsonl", ".json", ".parquet")
 
-
-def _f(default: Any, help: str, *, const: Any = None, **kw: Any) -> Any:
-    """A field with its help string; ``const`` lets ``--flag`` alone stand for that value."""
-    meta = {"help": help} if const is None else {"help": help, "const": const}
-    if isinstance(default, list | dict):
-        return field(default_factory=lambda: type(default)(default), metadata=meta, **kw)
-    return field(default=default, metadata=meta, **kw)
+_BATCH = (
+    "replaced by per_device_train_batch_size and gradient_accumulation_steps (rollouts per "
+    "step = per_device_train_batch_size x gradient_accumulation_steps x processes, a multiple "
+    "of num_generations)"
+)
+_TASK = "dataset (synthetic tasks are datasets: --dataset running_sums)"
+# Field names before the TRL vocabulary, and what replaced them (one line each).
+_RENAMED_COMMON = {
+    "out_dir": "output_dir",
+    "gen_length": "max_completion_length",
+    "task": _TASK,
+    "task_seed": "dataset_seed",
+}
+_RENAMED_TRAIN = {
+    **_RENAMED_COMMON,
+    "lr": "learning_rate",
+    "steps": "max_steps",
+    "group_size": "num_generations",
+    "mu": "num_iterations",
+    "eps": "epsilon",
+    "eps_high": "epsilon_high",
+    "normalization": "loss_type (token -> dapo, sequence -> grpo, constant -> dr_grpo)",
+    "advantage": "scale_rewards (zscore -> group, mean -> none, rank -> rank)",
+    "log_every": "logging_steps",
+    "save_every": "save_steps",
+    "keep_checkpoints": "save_total_limit",
+    "lr_schedule": "lr_scheduler_type",
+    "eval_prompts": "eval_limit",
+    "prompts_per_step": _BATCH,
+    "batch_size": _BATCH,
+    "micro_batch_size": _BATCH,
+}
+_RENAMED_SFT = {
+    **_RENAMED_COMMON,
+    "lr": "learning_rate",
+    "steps": "max_steps",
+    "batch_size": "per_device_train_batch_size",
+    "log_every": "logging_steps",
+}
+_RENAMED_EVAL = {**_RENAMED_COMMON, "batch_size": "per_device_eval_batch_size"}
 
 
 @dataclass
 class CommonConfig:
-    out_dir: str = _f("runs/maskgrpo", "Output directory (metrics, plots, checkpoints).")
+    output_dir: str = _f("runs/maskgrpo", "Output directory (metrics, plots, checkpoints).")
     seed: int = _f(0, "Seed of every generator the run derives (never the global RNG).")
     device: str = _f("auto", "'cpu', 'cuda', 'cuda:1' or 'auto' (CUDA when available).")
-    task: str = _f("running_sums", "Synthetic task: running_sums (left-to-right) or sudoku4.")
-    task_seed: int = _f(0, "Seed of the task's train/held-out split.")
-    threads: int = _f(0, "torch CPU threads; 0 = torch's default (one per core).")
+    threads: int = _f(0, "torch CPU threads (command line); 0 = torch's default.")
 
     def validate(self) -> None:
-        from .tasks import TASKS
-
         check_device(self.device)
         if self.threads < 0:
             raise ValueError(f"threads={self.threads} must be >= 0 (0 = torch's default)")
-        if self.task not in TASKS:
-            raise ValueError(f"task={self.task!r} is unknown; choose one of {sorted(TASKS)}")
 
 
 @dataclass
 class SamplingConfig:
-    gen_length: int = _f(0, "Completion length in tokens; 0 = the task's answer length + 1 (EOS).")
-    diffusion_steps: int = _f(
-        0, "Total denoising steps of a rollout; 0 = gen_length (one per token)."
+    max_completion_length: int = _f(
+        0,
+        "Completion length in tokens; 0 = a synthetic task's answer length + 1 (EOS), else "
+        "256 (the paper's).",
     )
-    block_length: int = _f(0, "Semi-autoregressive block length; 0 = gen_length (one block).")
+    diffusion_steps: int = _f(
+        0, "Total denoising steps of a rollout; 0 = max_completion_length (one per token)."
+    )
+    block_length: int = _f(
+        0, "Semi-autoregressive block length; 0 = max_completion_length (one block)."
+    )
     temperature: float = _f(1.0, "Sampling temperature (float64 Gumbel noise); 0 = greedy.")
     remasking: str = _f("low_confidence", f"Which drawn tokens to commit: {', '.join(REMASKING)}.")
     kv_cache: str = _f(
@@ -107,17 +157,33 @@ class SamplingConfig:
             )
         if not 0 <= self.temperature < float("inf"):  # also rejects NaN
             raise ValueError(f"temperature={self.temperature} must be finite and >= 0 (0 = greedy)")
-        for name in ("gen_length", "diffusion_steps", "block_length"):
+        for name in ("max_completion_length", "diffusion_steps", "block_length"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name}={getattr(self, name)} must be >= 0 (0 = automatic)")
+        if self.max_completion_length:
+            check_blocks(self.max_completion_length, self.block_length, self.diffusion_steps)
+
+
+def check_blocks(length: int, block_length: int, steps: int) -> None:
+    """The semi-autoregressive sampler's shape rules (0 = ``length``), before any model."""
+    block, steps = block_length or length, steps or length
+    if length % block:
+        raise ValueError(
+            f"max_completion_length={length} must be a multiple of block_length={block}"
+        )
+    blocks = length // block
+    if steps % blocks or steps // blocks > block:
+        raise ValueError(
+            f"diffusion_steps={steps} must be a multiple of the {blocks} blocks "
+            f"(max_completion_length / block_length) and at most {length}; e.g. "
+            f"diffusion_steps={blocks * max(1, min(block, steps // blocks))}"
+        )
 
 
 @dataclass
-class ModelConfig:
-    model: str = _f("tiny", "'tiny' (build the built-in model), a saved model folder, or a hub id.")
-    dim: int = _f(128, "Tiny model: width.")
-    n_layers: int = _f(4, "Tiny model: transformer blocks.")
-    n_heads: int = _f(4, "Tiny model: attention heads.")
+class LoadConfig:
+    """How a model named by hub id or folder is loaded."""
+
     trust_remote_code: bool = _f(
         False, "Load models that ship their own code (LLaDA, Dream, MMaDA); review it first."
     )
@@ -134,87 +200,23 @@ class ModelConfig:
     def validate_model(self) -> None:
         from .models.registry import family_named
 
-        if self.dtype not in DTYPES:
-            raise ValueError(f"dtype={self.dtype!r} is unknown; choose one of {list(DTYPES)}")
+        check_choice(self, "dtype", DTYPES)
         if self.family != "auto":
             family_named(self.family)
 
 
 @dataclass
-class SFTConfig(CommonConfig, ModelConfig):
-    """Masked-diffusion SFT (the LLaDA/MDLM objective; the prompt is never masked)."""
-
-    steps: int = _f(1500, "Optimizer steps.")
-    batch_size: int = _f(64, "Rows per step.")
-    lr: float = _f(1e-3, "Peak AdamW learning rate (linear warmup, cosine decay).")
-    warmup_steps: int = _f(50, "Linear warmup steps.")
-    weight_decay: float = _f(0.01, "AdamW weight decay.")
-    min_mask_ratio: float = _f(0.0, "Lower bound of the per-row mask ratio t ~ U(min, 1).")
-    log_every: int = _f(50, "Log the loss every N steps.")
-    resume: str = _f(
-        "",
-        "Resume an interrupted SFT run: '--resume' alone or 'latest' = the newest checkpoint in "
-        "out_dir, or a checkpoint folder; empty = start fresh.",
-        const="latest",
-    )
-    overwrite: bool = _f(
-        False, "Start over in an out_dir that holds a run (deletes that run's files).", const=True
-    )
-
-    def validate(self) -> None:
-        super().validate()
-        self.validate_model()
-        _positive(self, "steps", "batch_size", "lr", "log_every")
-        if not 0 <= self.min_mask_ratio < 1:
-            raise ValueError(f"min_mask_ratio={self.min_mask_ratio} must be in [0, 1)")
+class ModelConfig(LoadConfig):
+    model: str = _f("tiny", "'tiny' (build the built-in model), a saved model folder, or a hub id.")
+    dim: int = _f(128, "Tiny model: width.")
+    n_layers: int = _f(4, "Tiny model: transformer blocks.")
+    n_heads: int = _f(4, "Tiny model: attention heads.")
 
 
 @dataclass
-class TrainConfig(CommonConfig, ModelConfig, SamplingConfig):
-    """MaskGRPO training (arXiv 2510.02880)."""
+class ScalingConfig:
+    """LoRA, checkpointing and precision."""
 
-    steps: int = _f(200, "Training steps (one rollout batch each).")
-    prompts_per_step: int = _f(16, "Prompts per step; each is rolled out group_size times.")
-    group_size: int = _f(8, "Rollouts per prompt (G); the paper uses 6 for text, 9 for images.")
-    batch_size: int = _f(
-        0, "Rollouts per step; 0 = prompts_per_step * group_size. Must divide by G."
-    )
-    mu: int = _f(4, "Inner iterations per rollout batch (paper: 12 for text, ~8 for images).")
-    gamma: float = _f(
-        0.6, "Truncation: view j masks r_j = gamma + (1-gamma) j/mu (paper: 0.6 text)."
-    )
-    strategy: str = _f("fading", f"Re-masking estimator: {', '.join(STRATEGIES)} (paper: fading).")
-    d1_prompt_prob: float = _f(0.15, "d1 estimator: probability of masking each prompt token.")
-    eps: float = _f(0.2, "Clip range of the importance ratio.")
-    eps_high: float = _f(-1.0, "Upper clip range (clip-higher); < 0 = same as eps.")
-    beta: float = _f(0.01, "Weight of the k3 KL to the reference policy (paper: 0.01); 0 = none.")
-    advantage: str = _f("zscore", f"Group advantage: {', '.join(ADVANTAGE_METHODS)}.")
-    normalization: str = _f(
-        "token", f"Loss normaliser: {', '.join(NORMALIZATIONS)} (constant = Dr.GRPO)."
-    )
-    score_after_eos: bool = _f(False, "Also score completion tokens after the first EOS.")
-    lr: float = _f(1e-4, "AdamW learning rate (paper: 3e-6 for 8B models with LoRA).")
-    lr_schedule: str = _f("constant", "constant, cosine or linear (after warmup).")
-    warmup_steps: int = _f(0, "Linear warmup, in optimizer steps.")
-    weight_decay: float = _f(0.0, "AdamW weight decay (paper: 0.1).")
-    adam_beta1: float = _f(0.9, "AdamW beta1.")
-    adam_beta2: float = _f(0.99, "AdamW beta2 (paper: 0.99).")
-    max_grad_norm: float = _f(1.0, "Gradient-norm clip (paper: 0.2); <= 0 disables.")
-    micro_batch_size: int = _f(0, "Rows per forward pass (gradient accumulation); 0 = whole batch.")
-    reward_weights: list[float] = _f([], "One weight per reward function; empty = the task's.")
-    log_every: int = _f(1, "Write metrics every N steps.")
-    sample_every: int = _f(25, "Log sample completions every N steps; 0 = never.")
-    save_every: int = _f(0, "Save a checkpoint every N steps; 0 = only at the end.")
-    eval_every: int = _f(0, "Evaluate on held-out prompts every N steps; 0 = never.")
-    eval_prompts: int = _f(200, "Held-out prompts per periodic evaluation.")
-    max_seconds: float = _f(0.0, "Stop after this wall time (seconds); 0 = no limit.")
-    keep_checkpoints: int = _f(3, "Keep the newest N checkpoints in out_dir/checkpoints; 0 = all.")
-    max_nonfinite_skips: int = _f(
-        3, "Abort after this many consecutive inner updates with a non-finite loss or grad norm."
-    )
-    truncate_prompts: bool = _f(
-        False, "Keep the last tokens of prompts longer than the model allows (else an error)."
-    )
     lora_r: int = _f(0, "LoRA rank of Hugging Face models (MaskGRPO: 128); 0 = full fine-tuning.")
     lora_alpha: int = _f(64, "LoRA alpha (MaskGRPO: 64); the update is scaled by alpha / r.")
     lora_targets: str = _f(
@@ -229,67 +231,13 @@ class TrainConfig(CommonConfig, ModelConfig, SamplingConfig):
         "no",
         "no or bf16 (bf16 autocast on GPU only; float32 on CPU; log-softmax stays float32).",
     )
-    resume: str = _f(
-        "",
-        "Resume from a checkpoint: '--resume' alone or 'latest' = the newest in out_dir, or a "
-        "checkpoint folder; empty = start fresh.",
-        const="latest",
-    )
-    overwrite: bool = _f(
-        False, "Start over in an out_dir that holds a run (deletes that run's files).", const=True
-    )
-
-    def validate(self) -> None:
-        super().validate()
-        self.validate_sampling()
-        _positive(self, "steps", "prompts_per_step", "group_size", "mu", "lr", "log_every")
-        _positive(self, "max_nonfinite_skips")
-        self.validate_model()
-        self.validate_scaling()
-        if self.keep_checkpoints < 0:
-            raise ValueError(f"keep_checkpoints={self.keep_checkpoints} must be >= 0 (0 = all)")
-        if self.strategy not in STRATEGIES:
-            raise ValueError(f"strategy={self.strategy!r} is unknown; choose one of {STRATEGIES}")
-        if self.advantage not in ADVANTAGE_METHODS:
-            raise ValueError(f"advantage={self.advantage!r}; choose one of {ADVANTAGE_METHODS}")
-        if self.normalization not in NORMALIZATIONS:
-            raise ValueError(
-                f"normalization={self.normalization!r}; choose one of {NORMALIZATIONS}"
-            )
-        if self.lr_schedule not in ("constant", "cosine", "linear"):
-            raise ValueError(f"lr_schedule={self.lr_schedule!r}; choose constant, cosine or linear")
-        if not 0 <= self.gamma < 1:
-            raise ValueError(f"gamma={self.gamma} must be in [0, 1); the paper uses 0.6 for text")
-        if self.eps < 0 or self.beta < 0:
-            raise ValueError(f"eps={self.eps} and beta={self.beta} must be >= 0")
-        if self.batch_size and self.batch_size % self.group_size:
-            raise ValueError(
-                f"batch_size={self.batch_size} is not divisible by group_size={self.group_size}; "
-                f"use a multiple of {self.group_size} (or 0 for prompts_per_step * group_size)"
-            )
-        _non_negative(self, "sample_every", "save_every", "eval_every", "max_seconds")
-        _positive(self, "eval_prompts")
-        if self.micro_batch_size < 0:
-            raise ValueError(f"micro_batch_size={self.micro_batch_size} must be >= 0")
-        if self.reward_weights:  # checked here so the error comes before any model is built
-            from .tasks import make_task
-
-            names = [f.__name__ for f in make_task(self.task, seed=self.task_seed).rewards]
-            if len(self.reward_weights) != len(names):
-                raise ValueError(
-                    f"reward_weights={self.reward_weights} has {len(self.reward_weights)} values "
-                    f"but task {self.task} has {len(names)} reward functions {names}"
-                )
 
     def validate_scaling(self) -> None:
         """LoRA, checkpointing and precision fields (before any model is built)."""
         from .lora import validate_targets
         from .policy import is_tiny_model
 
-        if self.mixed_precision not in MIXED_PRECISION:
-            raise ValueError(
-                f"mixed_precision={self.mixed_precision!r}; choose one of {MIXED_PRECISION}"
-            )
+        check_choice(self, "mixed_precision", MIXED_PRECISION)
         if self.lora_r < 0:
             raise ValueError(f"lora_r={self.lora_r} must be >= 0 (0 = full fine-tuning)")
         if self.lora_r == 0:
@@ -297,21 +245,310 @@ class TrainConfig(CommonConfig, ModelConfig, SamplingConfig):
         if not self.lora_alpha > 0:
             raise ValueError(f"lora_alpha={self.lora_alpha} must be positive (MaskGRPO: 64)")
         validate_targets(self.lora_targets)
-        if is_tiny_model(self.model):
+        model = getattr(self, "model", "")
+        if isinstance(model, str) and model and is_tiny_model(model):
             raise ValueError(
-                f"lora_r={self.lora_r} needs a Hugging Face model, not model={self.model!r}; "
+                f"lora_r={self.lora_r} needs a Hugging Face model, not model={model!r}; "
                 "use --lora-r 0 for the built-in tiny model"
             )
 
+
+@dataclass
+class DataConfig:
+    """Where the rows come from (:mod:`maskgrpo.datasets.training`)."""
+
+    dataset: str = _f(
+        "running_sums",
+        "A built-in dataset (recipes gsm8k, math500, mbpp, humaneval, countdown, sudoku with the "
+        "paper's template and rewards; synthetic tasks running_sums, sudoku4), a local "
+        ".jsonl/.json/.parquet file, or a Hugging Face hub id (owner/name, online).",
+    )
+    data_file: str = _f(
+        "", "A recipe's rows from this local file (or hub id) instead of its default source."
+    )
+    dataset_config: str = _f("", "Hub configuration name; empty = the recipe's (e.g. main).")
+    dataset_split: str = _f("train", "Split to train on (hub datasets; MBPP's task-id ranges).")
+    dataset_columns: list[str] = _f(
+        [], "Column renames source=target applied to every row, e.g. problem=question."
+    )
+    limit: int = _f(0, "Use the first N training rows; 0 = all (generated recipes: 5000).")
+    dataset_seed: int = _f(0, "Seed of generated datasets and of the synthetic tasks' split.")
+
+    def validate_data(self) -> None:
+        from .datasets.training import check_source
+
+        check_non_negative(self, "limit")
+        check_source(self.dataset, self.data_file, field="dataset")
+        for item in self.dataset_columns:
+            source, sep, target = item.partition("=")
+            if not (sep and source and target):
+                raise ValueError(
+                    f"dataset_columns entry {item!r} is not source=target; e.g. problem=question"
+                )
+
+
+@dataclass
+class MaskGRPOConfig(CommonConfig, LoadConfig, SamplingConfig, ScalingConfig):
+    """MaskGRPO training (arXiv 2510.02880), in TRL's GRPOConfig vocabulary.
+
+    One step = one rollout batch of ``per_device_train_batch_size x gradient_accumulation_steps
+    x processes`` completions (``num_generations`` per prompt), followed by ``num_iterations``
+    optimizer updates; ``max_steps`` counts these steps (TRL counts optimizer updates).
+    """
+
+    RENAMED: ClassVar[dict[str, str]] = _RENAMED_TRAIN
+
+    max_steps: int = _f(
+        200, "Training steps; each is one rollout batch and num_iterations optimizer updates."
+    )
+    per_device_train_batch_size: int = _f(
+        128,
+        "Rollouts per forward/backward pass on each process; the rollouts of a step number "
+        "per_device_train_batch_size x gradient_accumulation_steps x processes.",
+    )
+    gradient_accumulation_steps: int = _f(
+        1, "Micro-batches accumulated into each optimizer update (the update sees every rollout)."
+    )
+    num_generations: int = _f(
+        8, "Rollouts per prompt (G); the paper uses 6 for text, 9 for images."
+    )
+    num_iterations: int = _f(
+        4, "Inner updates per rollout batch (the paper's mu: 12 for text, ~8 for images)."
+    )
+    gamma: float = _f(
+        0.6,
+        "Truncation: inner update j masks r_j = gamma + (1-gamma) j/num_iterations (paper: 0.6 "
+        "text).",
+    )
+    strategy: str = _f("fading", f"Re-masking estimator: {', '.join(STRATEGIES)} (paper: fading).")
+    d1_prompt_prob: float = _f(0.15, "d1 estimator: probability of masking each prompt token.")
+    epsilon: float = _f(0.2, "Clip range of the importance ratio.")
+    epsilon_high: float = _f(-1.0, "Upper clip range (clip-higher, DAPO); < 0 = epsilon.")
+    beta: float = _f(0.01, "Weight of the k3 KL to the reference policy (paper: 0.01); 0 = none.")
+    scale_rewards: str = _f(
+        "group",
+        "Advantage scaling: group (divide by the group's std, GRPO), none (centre only, "
+        "Dr.GRPO) or rank (centred ranks in [-1, 1]).",
+    )
+    loss_type: str = _f(
+        "dapo",
+        "Loss normaliser: dapo (scored tokens of the whole batch), grpo (per sequence, then "
+        "over sequences) or dr_grpo (rollouts x max_completion_length).",
+    )
+    score_after_eos: bool = _f(False, "Also score completion tokens after the first EOS.")
+    learning_rate: float = _f(1e-4, "AdamW learning rate (paper: 3e-6 for 8B models with LoRA).")
+    lr_scheduler_type: str = _f("constant", "constant, cosine or linear (after warmup).")
+    warmup_steps: int = _f(0, "Linear warmup, in optimizer steps.")
+    weight_decay: float = _f(0.0, "AdamW weight decay (paper: 0.1).")
+    adam_beta1: float = _f(0.9, "AdamW beta1.")
+    adam_beta2: float = _f(0.99, "AdamW beta2 (paper: 0.99).")
+    max_grad_norm: float = _f(1.0, "Gradient-norm clip (paper: 0.2); <= 0 disables.")
+    reward_weights: list[float] = _f(
+        [], "One weight per reward function; empty = all 1 (or the recipe's)."
+    )
+    system_prompt: str = _f(
+        "", "System turn of the chat template; empty = the recipe's (none for other datasets)."
+    )
+    logging_steps: int = _f(1, "Write metrics every N steps.")
+    report_to: str = _f("tensorboard", "Also log to: tensorboard (when installed) or none.")
+    sample_every: int = _f(25, "Log sample completions every N steps; 0 = never.")
+    save_steps: int = _f(0, "Save a checkpoint every N steps; 0 = only at the end.")
+    save_total_limit: int = _f(
+        3, "Keep the newest N checkpoints in output_dir/checkpoints; 0 = all."
+    )
+    eval_every: int = _f(
+        0, "Evaluate on the held-out rows every N steps and after the last; 0 = never."
+    )
+    eval_limit: int = _f(200, "Held-out rows per evaluation (the first N).")
+    eval_on_start: bool = _f(False, "Also evaluate before the first step (the base policy).")
+    per_device_eval_batch_size: int = _f(64, "Prompts per generation batch in evaluations.")
+    eval_pass_threshold: float = _f(
+        0.0,
+        "A held-out completion passes when the first reward reaches this; 0 = its full credit "
+        "(the built-in rewards' maximum, else 1.0).",
+    )
+    max_seconds: float = _f(0.0, "Stop after this wall time (seconds); 0 = no limit.")
+    max_nonfinite_skips: int = _f(
+        3, "Abort after this many consecutive inner updates with a non-finite loss or grad norm."
+    )
+    truncate_prompts: bool = _f(
+        False, "Keep the last tokens of prompts longer than the model allows (else an error)."
+    )
+    resume: str = _f(
+        "",
+        "Resume from a checkpoint: '--resume' alone or 'latest' = the newest in output_dir, or "
+        "a checkpoint folder; empty = start fresh.",
+        const="latest",
+    )
+    overwrite: bool = _f(
+        False, "Start over in an output_dir that holds a run (deletes that run's files).", const=True
+    )
+
+    def validate(self) -> None:
+        super().validate()
+        self.validate_sampling()
+        self.validate_model()
+        self.validate_scaling()
+        check_positive(self, "max_steps", "per_device_train_batch_size")
+        check_positive(self, "gradient_accumulation_steps", "num_generations", "num_iterations")
+        check_positive(self, "learning_rate", "logging_steps", "max_nonfinite_skips")
+        check_positive(self, "eval_limit", "per_device_eval_batch_size")
+        if self.save_total_limit < 0:
+            raise ValueError(f"save_total_limit={self.save_total_limit} must be >= 0 (0 = all)")
+        check_choice(self, "strategy", STRATEGIES)
+        check_choice(self, "scale_rewards", SCALE_REWARDS)
+        check_choice(self, "loss_type", LOSS_TYPES)
+        check_choice(self, "lr_scheduler_type", ("constant", "cosine", "linear"))
+        check_choice(self, "report_to", REPORT_TO)
+        if not 0 <= self.gamma < 1:
+            raise ValueError(f"gamma={self.gamma} must be in [0, 1); the paper uses 0.6 for text")
+        if not (self.epsilon >= 0 and self.beta >= 0):  # also rejects NaN
+            raise ValueError(f"epsilon={self.epsilon} and beta={self.beta} must be >= 0")
+        self.validate_batch(int(os.environ.get("WORLD_SIZE", "1")))
+        check_non_negative(self, "sample_every", "save_steps", "eval_every", "max_seconds")
+        check_non_negative(self, "eval_pass_threshold")
+
+    def validate_batch(self, processes: int) -> None:
+        """The rollouts of a step must form whole groups of ``num_generations`` (TRL's rule)."""
+        total = self.rollouts_per_step(processes)
+        if total % self.num_generations:
+            raise ValueError(
+                f"per_device_train_batch_size={self.per_device_train_batch_size} x "
+                f"gradient_accumulation_steps={self.gradient_accumulation_steps} x {processes} "
+                f"process(es) = {total} rollouts per step is not a multiple of "
+                f"num_generations={self.num_generations}; make it one"
+            )
+
+    def rollouts_per_step(self, processes: int = 1) -> int:
+        """Completions generated per step over ``processes`` processes."""
+        return self.per_device_train_batch_size * self.gradient_accumulation_steps * processes
+
+    def prompts_per_step(self, processes: int = 1) -> int:
+        """Prompts per step (each rolled out ``num_generations`` times)."""
+        return self.rollouts_per_step(processes) // self.num_generations
+
     @property
-    def rollouts(self) -> int:
-        return self.batch_size or self.prompts_per_step * self.group_size
+    def advantage_method(self) -> str:
+        """``scale_rewards`` as :func:`maskgrpo.grpo.group_advantages` names it."""
+        return SCALE_REWARDS[self.scale_rewards]
+
+    @property
+    def normalization(self) -> str:
+        """``loss_type`` as :func:`maskgrpo.grpo.grpo_loss` names it."""
+        return LOSS_TYPES[self.loss_type]
+
+    @property
+    def epsilon_upper(self) -> float | None:
+        """The upper clip range, ``None`` when it equals ``epsilon``."""
+        return self.epsilon_high if self.epsilon_high >= 0 else None
+
+
+@dataclass
+class TrainConfig(MaskGRPOConfig, ModelConfig, DataConfig):
+    """MaskGRPO training (arXiv 2510.02880) on a dataset with reward functions.
+
+    The fields of MaskGRPOConfig (TRL's GRPOConfig names), plus the model, the data and the
+    rewards. One step = one rollout batch of per_device_train_batch_size x
+    gradient_accumulation_steps x processes completions (num_generations per prompt) and
+    num_iterations optimizer updates; max_steps counts steps.
+    """
+
+    reward_funcs: list[str] = _f(
+        [],
+        "Reward functions: built-in names and/or module:function (or file.py:function) "
+        "references to fn(prompts, completions, **columns); empty = the dataset's.",
+    )
+    eval_dataset: str = _f(
+        "",
+        "Held-out rows: a file or hub id (read like the training data), a built-in recipe name "
+        "(its test split), or empty = the dataset's own held-out split.",
+    )
+    eval_data_file: str = _f(
+        "", "The held-out recipe's rows from this local file (or hub id), like data_file."
+    )
+    eval_split: str = _f("test", "Split of the held-out rows (hub datasets; MBPP's task ids).")
+    allow_unsafe_code: bool = _f(
+        False, "Run code rewards with resource limits only when bubblewrap is unavailable."
+    )
+
+    def validate(self) -> None:
+        super().validate()
+        self.validate_data()
+        from .datasets.training import check_source, is_builtin
+
+        if self.eval_dataset or self.eval_data_file:
+            recipe = self.eval_dataset or self.dataset
+            check_source(recipe, self.eval_data_file, field="eval_dataset")
+        generic = not is_builtin(self.dataset)
+        if generic and not self.reward_funcs:
+            raise ValueError(
+                f"dataset={self.dataset!r} has no default rewards; pass --reward-funcs "
+                "module:function (or built-in reward names)"
+            )
+        if generic and self.eval_every and not self.eval_dataset:
+            raise ValueError(
+                f"eval_every={self.eval_every} but dataset={self.dataset!r} has no held-out "
+                "split; pass --eval-dataset FILE or --eval-every 0"
+            )
+
+
+@dataclass
+class SFTConfig(CommonConfig, ModelConfig, DataConfig, ScalingConfig):
+    """Masked-diffusion SFT (the LLaDA/MDLM objective; the prompt is never masked).
+
+    Trains on the dataset's completion column: 'completion', a synthetic task's answer, or a
+    recipe's reference solution in the format its rewards read.
+    """
+
+    RENAMED: ClassVar[dict[str, str]] = _RENAMED_SFT
+
+    max_steps: int = _f(1500, "Optimizer steps.")
+    per_device_train_batch_size: int = _f(64, "Rows per optimizer step.")
+    learning_rate: float = _f(1e-3, "Peak AdamW learning rate (after a linear warmup).")
+    lr_scheduler_type: str = _f("cosine", "cosine, linear or constant (after warmup).")
+    warmup_steps: int = _f(50, "Linear warmup steps.")
+    weight_decay: float = _f(0.01, "AdamW weight decay.")
+    min_mask_ratio: float = _f(0.0, "Lower bound of the per-row mask ratio t ~ U(min, 1).")
+    max_completion_length: int = _f(
+        0,
+        "Completion tokens (the answer, then EOS); 0 = a synthetic task's answer length + 1, "
+        "else 256. Rows whose completion does not fit are dropped (and counted).",
+    )
+    system_prompt: str = _f(
+        "", "System turn of the chat template; empty = the recipe's (none for other datasets)."
+    )
+    logging_steps: int = _f(50, "Log the loss every N steps.")
+    resume: str = _f(
+        "",
+        "Resume an interrupted SFT run: '--resume' alone or 'latest' = the newest checkpoint in "
+        "output_dir, or a checkpoint folder; empty = start fresh.",
+        const="latest",
+    )
+    overwrite: bool = _f(
+        False, "Start over in an output_dir that holds a run (deletes that run's files).", const=True
+    )
+
+    def validate(self) -> None:
+        super().validate()
+        self.validate_model()
+        self.validate_scaling()
+        self.validate_data()
+        check_positive(self, "max_steps", "per_device_train_batch_size", "learning_rate")
+        check_positive(self, "logging_steps")
+        check_non_negative(self, "max_completion_length")
+        check_choice(self, "lr_scheduler_type", ("constant", "cosine", "linear"))
+        if not 0 <= self.min_mask_ratio < 1:
+            raise ValueError(f"min_mask_ratio={self.min_mask_ratio} must be in [0, 1)")
 
 
 @dataclass
 class GenerateConfig(CommonConfig, ModelConfig, SamplingConfig):
     """Generate completions for prompts with a saved model."""
 
+    RENAMED: ClassVar[dict[str, str]] = _RENAMED_COMMON
+
+    dataset: str = _f("running_sums", "Synthetic task whose held-out prompts are the default.")
+    dataset_seed: int = _f(0, "Seed of the task's train/held-out split.")
     prompts: list[str] = _f(
         [], "Prompts to complete; empty = the first held-out prompts of the task."
     )
@@ -322,22 +559,28 @@ class GenerateConfig(CommonConfig, ModelConfig, SamplingConfig):
         super().validate()
         self.validate_sampling()
         self.validate_model()
-        _positive(self, "num_prompts", "samples")
+        check_synthetic(self.dataset)
+        check_positive(self, "num_prompts", "samples")
 
 
 @dataclass
 class EvalConfig(CommonConfig, ModelConfig, SamplingConfig):
-    """Held-out accuracy of a saved model on a task, or pass@k on a benchmark (--dataset)."""
+    """Held-out accuracy of a saved model on a synthetic task, or pass@k on a benchmark."""
 
-    num_prompts: int = _f(1000, "Held-out prompts to evaluate (at most the held-out set).")
-    batch_size: int = _f(256, "Sequences per generation batch (prompts x samples for --dataset).")
+    RENAMED: ClassVar[dict[str, str]] = _RENAMED_EVAL
+
     dataset: str = _f(
-        "",
-        "Benchmark: gsm8k, math500, mbpp, humaneval, countdown or sudoku (MaskGRPO, arXiv "
-        "2510.02880); empty = the synthetic --task.",
+        "running_sums",
+        "A synthetic task (running_sums, sudoku4: held-out accuracy) or a benchmark: gsm8k, "
+        "math500, mbpp, humaneval, countdown or sudoku (pass@k; MaskGRPO, arXiv 2510.02880).",
+    )
+    dataset_seed: int = _f(0, "Seed of the synthetic split and of generated benchmarks.")
+    num_prompts: int = _f(1000, "Held-out prompts to evaluate (at most the held-out set).")
+    per_device_eval_batch_size: int = _f(
+        256, "Sequences per generation batch (prompts x samples for benchmarks)."
     )
     data_file: str = _f(
-        "", "Local .jsonl/.json/.parquet rows of --dataset; empty = its hub default (online)."
+        "", "Local .jsonl/.json/.parquet rows of a benchmark; empty = its hub default (online)."
     )
     limit: int = _f(0, "Evaluate the first N rows; 0 = all (countdown/sudoku: num_prompts).")
     samples: int = _f(1, "Completions per prompt (the n of pass@k).")
@@ -350,26 +593,34 @@ class EvalConfig(CommonConfig, ModelConfig, SamplingConfig):
         False, "Run code rewards with resource limits only when bubblewrap is unavailable."
     )
 
+    @property
+    def is_benchmark(self) -> bool:
+        from .tasks import TASKS
+
+        return self.dataset not in TASKS
+
     def validate(self) -> None:
         super().validate()
         self.validate_sampling()
         self.validate_model()
-        _positive(self, "num_prompts", "batch_size", "samples")
-        if self.dataset:
+        check_positive(self, "num_prompts", "per_device_eval_batch_size", "samples")
+        if self.is_benchmark:
             self.validate_benchmark()
 
     def validate_benchmark(self) -> None:
         from .evaluation.benchmark import BENCHMARKS, GENERATED, TEMPLATES
+        from .tasks import TASKS
 
         if self.dataset not in BENCHMARKS:
             raise ValueError(
-                f"dataset={self.dataset!r} is unknown; choose one of {list(BENCHMARKS)}"
+                f"dataset={self.dataset!r} is unknown; choose a synthetic task {sorted(TASKS)} "
+                f"or a benchmark {list(BENCHMARKS)}"
             )
         if self.template and self.template not in TEMPLATES:
             raise ValueError(f"template={self.template!r}; choose one of {sorted(TEMPLATES)}")
         if self.dataset in GENERATED and self.data_file:
             raise ValueError(
-                f"dataset={self.dataset!r} is generated from --task-seed; drop "
+                f"dataset={self.dataset!r} is generated from --dataset-seed; drop "
                 f"--data-file {self.data_file!r}"
             )
         if self.dataset == "math500" and not self.data_file:
@@ -392,8 +643,16 @@ class EvalConfig(CommonConfig, ModelConfig, SamplingConfig):
 class DemoConfig(CommonConfig):
     """SFT a tiny model to a partly-correct base, then MaskGRPO; accuracy before and after."""
 
-    out_dir: str = _f("runs/demo", "Output directory.")
+    RENAMED: ClassVar[dict[str, str]] = {
+        "out_dir": "output_dir",
+        "task": _TASK,
+        "task_seed": "dataset_seed",
+    }
+
+    output_dir: str = _f("runs/demo", "Output directory.")
     threads: int = _f(1, "torch CPU threads; the tiny model is fastest on one (0 = one per core).")
+    dataset: str = _f("running_sums", "Synthetic task of the text demo: running_sums or sudoku4.")
+    dataset_seed: int = _f(0, "Seed of the task's train/held-out split.")
     estimator: str = _f("fading", f"Re-masking estimator for GRPO: {', '.join(STRATEGIES)}.")
     modality: str = _f(
         "text",
@@ -431,6 +690,7 @@ class DemoConfig(CommonConfig):
 
     def validate(self) -> None:
         super().validate()
+        check_synthetic(self.dataset)
         if self.kv_cache not in CACHE_MODES:
             raise ValueError(f"kv_cache={self.kv_cache!r} is unknown; choose one of {CACHE_MODES}")
         if not 0 <= self.parallel_threshold <= 1:
@@ -443,8 +703,8 @@ class DemoConfig(CommonConfig):
             raise ValueError(f"modality={self.modality!r}; choose text or image")
         if not 0 < self.sft_target <= 1:
             raise ValueError(f"sft_target={self.sft_target} must be in (0, 1]")
-        _positive(self, "sft_max_steps")
-        _non_negative(self, "grpo_steps", "eval_prompts")
+        check_positive(self, "sft_max_steps")
+        check_non_negative(self, "grpo_steps", "eval_prompts")
         if not (self.max_seconds >= 0 or self.max_seconds == -1):
             raise ValueError(
                 f"max_seconds={self.max_seconds} must be >= 0 (0 = no limit) or -1 (the default)"
@@ -468,91 +728,17 @@ class DemoConfig(CommonConfig):
         return self.max_seconds
 
 
-def _non_negative(cfg: Any, *names: str) -> None:
-    for name in names:
-        if not getattr(cfg, name) >= 0:  # also rejects NaN
-            raise ValueError(f"{name}={getattr(cfg, name)} must be >= 0 (0 = off)")
+def check_synthetic(name: str) -> None:
+    """``name`` must be a synthetic task (the commands that build the tiny model from its
+    alphabet without a dataset)."""
+    from .tasks import TASKS
+
+    if name not in TASKS:
+        raise ValueError(
+            f"dataset={name!r} is unknown here; choose a synthetic task {sorted(TASKS)}"
+        )
 
 
-def _positive(cfg: Any, *names: str) -> None:
-    for name in names:
-        if not getattr(cfg, name) > 0:  # also rejects NaN
-            raise ValueError(f"{name}={getattr(cfg, name)} must be positive")
-
-
-def _hints(cls: type) -> dict[str, Any]:
-    return typing.get_type_hints(cls)
-
-
-def _coerce(name: str, value: Any, hint: Any) -> Any:
-    """A YAML value as its field's type (YAML 1.1 reads ``1e-4`` as a string), else an error."""
-    if typing.get_origin(hint) is list:
-        if not isinstance(value, list):
-            raise ValueError(f"{name}={value!r} must be a list")
-        return [_coerce(name, v, typing.get_args(hint)[0]) for v in value]
-    if isinstance(value, bool) and hint is not bool:
-        raise ValueError(f"{name}={value!r} must be of type {getattr(hint, '__name__', hint)}")
-    if hint is float and isinstance(value, int | str):
-        try:
-            return float(value)
-        except ValueError:
-            raise ValueError(f"{name}={value!r} must be a number") from None
-    if hint in (int, str, bool) and not isinstance(value, hint):
-        raise ValueError(f"{name}={value!r} must be of type {hint.__name__}")
-    return value
-
-
-def load_config(cls: type[C], path: str | Path | None = None, **overrides: Any) -> C:
-    """Build ``cls`` from a YAML file and keyword overrides, then validate it."""
-    values: dict[str, Any] = {}
-    if path is not None:
-        values.update(read_config_file(path))
-    values.update({k: v for k, v in overrides.items() if v is not None})
-    known = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
-    unknown = sorted(set(values) - known)
-    if unknown:
-        raise ValueError(f"unknown {cls.__name__} field(s) {unknown}; see --help for the fields")
-    cfg = cls(**{k: _coerce(k, v, _hints(cls)[k]) for k, v in values.items()})
-    cfg.validate()  # type: ignore[attr-defined]
-    return cfg
-
-
-def _parse_bool(text: str) -> bool:
-    if text.lower() in ("1", "true", "yes", "on"):
-        return True
-    if text.lower() in ("0", "false", "no", "off"):
-        return False
-    raise argparse.ArgumentTypeError(f"expected true/false, got {text!r}")
-
-
-def add_config_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
-    """One ``--field`` option per dataclass field, defaulting to None (= keep YAML/default)."""
-    parser.add_argument("--config", help="YAML file of fields; command-line options override it.")
-    hints = _hints(cls)
-    for f in dataclasses.fields(cls):
-        hint = hints[f.name]
-        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc,operator]
-        help_text = f"{f.metadata.get('help', '')} (default: {default!r})".replace("%", "%%")
-        flag = "--" + f.name.replace("_", "-")
-        origin = typing.get_origin(hint)
-        if origin in (list, types.GenericAlias) or origin is list:
-            (item,) = typing.get_args(hint)
-            parser.add_argument(flag, dest=f.name, type=item, nargs="*", help=help_text)
-        elif hint is bool:  # '--flag' alone means true
-            parser.add_argument(
-                flag, dest=f.name, type=_parse_bool, nargs="?", const=True, metavar="BOOL",
-                help=help_text,
-            )  # fmt: skip
-        elif "const" in f.metadata:
-            const = f.metadata["const"]
-            parser.add_argument(
-                flag, dest=f.name, type=hint, nargs="?", const=const, help=help_text
-            )
-        else:
-            parser.add_argument(flag, dest=f.name, type=hint, help=help_text)
-
-
-def config_from_args(cls: type[C], args: argparse.Namespace) -> C:
-    names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
-    overrides = {k: v for k, v in vars(args).items() if k in names}
-    return load_config(cls, getattr(args, "config", None), **overrides)
+def is_local_file(source: str) -> bool:
+    """A path to an existing file, or a name with a local data suffix."""
+    return Path(source).is_file() or source.endswith(LOCAL_SUFFIXES)

@@ -44,25 +44,25 @@ FINAL_EVAL_RESERVE = 30.0  # seconds kept for the final evaluation and plots
 def demo_train_config(cfg: DemoConfig, grpo_seconds: float = 0.0) -> TrainConfig:
     """The MaskGRPO settings of the demo (see the module docstring)."""
     return TrainConfig(
-        out_dir=str(Path(cfg.out_dir) / "grpo"),
+        output_dir=str(Path(cfg.output_dir) / "grpo"),
         overwrite=True,  # a demo run again starts over, like the rest of its outputs
         seed=cfg.seed,
         device=cfg.device,
-        task=cfg.task,
-        task_seed=cfg.task_seed,
-        steps=cfg.step_count,
-        prompts_per_step=32,
-        group_size=8,
-        mu=4,
+        dataset=cfg.dataset,
+        dataset_seed=cfg.dataset_seed,
+        max_steps=cfg.step_count,
+        per_device_train_batch_size=32 * 8,
+        num_generations=8,
+        num_iterations=4,
         gamma=cfg.gamma,
         strategy=cfg.estimator,
         beta=0.02,
-        eps=0.2,
-        lr=3e-4,
+        epsilon=0.2,
+        learning_rate=3e-4,
         temperature=1.0,
         max_grad_norm=1.0,
         eval_every=50,
-        eval_prompts=200,
+        eval_limit=200,
         sample_every=50,
         max_seconds=grpo_seconds,
         dim=TINY_DIM,
@@ -74,7 +74,7 @@ def demo_train_config(cfg: DemoConfig, grpo_seconds: float = 0.0) -> TrainConfig
 
 
 def _sft_to_target(cfg: DemoConfig, say: Callable[[str], None]) -> tuple[Any, TextModality, int]:
-    task = make_task(cfg.task, seed=cfg.task_seed)
+    task = make_task(cfg.dataset, seed=cfg.dataset_seed)
     gen_length = task.answer_chars + 1
     policy = load_policy(
         "tiny",
@@ -128,10 +128,10 @@ def _report(name: str, ev: TaskEval) -> str:
 def run_demo(cfg: DemoConfig, say: Callable[[str], None]) -> dict[str, Any]:
     """Run the whole demo; returns (and writes) the summary."""
     started = time.time()
-    out = Path(cfg.out_dir)
+    out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     policy, modality, sft_steps = _sft_to_target(cfg, say)
-    task = make_task(cfg.task, seed=cfg.task_seed)
+    task = make_task(cfg.dataset, seed=cfg.dataset_seed)
     greedy = dataclasses.replace(
         sampler_settings(TrainConfig(), task.answer_chars), temperature=0.0
     )
@@ -152,9 +152,9 @@ def run_demo(cfg: DemoConfig, say: Callable[[str], None]) -> dict[str, Any]:
     )
     say(_report("final", final))
     accuracy_plot = plot_curves(
-        [m for m in read_metrics(result["metrics"]) if "heldout_accuracy" in m],
+        [m for m in read_metrics(result["metrics"]) if "eval_accuracy" in m],
         out / "heldout_accuracy.png",
-        keys=("heldout_accuracy",),
+        keys=("eval_accuracy",),
         smooth=1,
         title="MaskGRPO: held-out accuracy\n(200 prompts, greedy)",
     )

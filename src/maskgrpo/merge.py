@@ -16,7 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .config import DTYPES, _f
+from .config import DTYPES
+from .config_io import field_with_help as _f
 
 __all__ = ["MergeConfig", "run_merge"]
 

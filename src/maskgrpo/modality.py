@@ -87,7 +87,7 @@ class TextModality:
         if max(len(r) for r in rows) >= gen_length:
             raise ValueError(
                 f"an answer of {max(len(r) for r in rows)} tokens leaves no room for EOS in "
-                f"gen_length={gen_length}; raise gen_length"
+                f"max_completion_length={gen_length}; raise max_completion_length"
             )
         ids = [r + [self.spec.eos_id] * (gen_length - len(r)) for r in rows]
         return torch.tensor(ids, dtype=torch.long, device=device)

@@ -160,17 +160,17 @@ def train_args(
     return cli_args(
         "train",
         model,
-        out_dir=output_dir,
-        steps=steps,
-        prompts_per_step=prompts,
-        group_size=generations,
-        mu=iterations,
-        lr=learning_rate,
-        save_every=save_steps,
+        output_dir=output_dir,
+        max_steps=steps,
+        per_device_train_batch_size=prompts * generations,
+        num_generations=generations,
+        num_iterations=iterations,
+        learning_rate=learning_rate,
+        save_steps=save_steps,
         **options,
     )
 
 
 def out_args(output_dir: str) -> list[str]:
     """The output-folder option of ``generate`` / ``eval``."""
-    return ["--out-dir", output_dir]
+    return ["--output-dir", output_dir]

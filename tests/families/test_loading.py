@@ -121,3 +121,28 @@ def test_a_model_loaded_by_the_user_is_bound_on_first_use(remote_models: Path) -
         raw = model(ids).logits
     assert model.maskgrpo_binding.family.name == "dream"
     torch.testing.assert_close(logits[:, 1:], raw[:, :-1], rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["llada", "dream"])
+def test_the_trainer_binds_a_module_the_user_loaded(
+    name: str, remote_models: Path, tmp_path: Path
+) -> None:
+    """``MaskGRPOTrainer(model=<loaded module>, processing_class=tokenizer)`` binds the module as
+    the loader does: its family from the config, the tokenizer's size, the pad id."""
+    from maskgrpo import MaskGRPOConfig, MaskGRPOTrainer
+
+    policy = load_hf_policy(str(remote_models / name), trust_remote_code=True)  # changed below
+    del policy.model.maskgrpo_binding  # as a model loaded with AutoModel arrives
+    args = MaskGRPOConfig(
+        output_dir=str(tmp_path), max_steps=1, per_device_train_batch_size=2, num_generations=2,
+        max_completion_length=4, device="cpu",
+    )  # fmt: skip
+    trainer = MaskGRPOTrainer(
+        policy.model, lambda prompts, completions, **_: [0.0] * len(completions), args=args,
+        train_dataset=[{"prompt": "1+1=?"}], processing_class=policy.tokenizer,
+    )  # fmt: skip
+    binding = trainer.model.maskgrpo_binding
+    assert binding.family.name == FAMILY[name]
+    assert binding.vocab_limit == tokenizer_size(policy.tokenizer) < policy.spec.vocab_size
+    assert binding.pad_id == policy.spec.pad_id is not None
+    assert trainer.policy.spec.mask_id == policy.spec.mask_id

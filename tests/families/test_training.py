@@ -43,7 +43,7 @@ def _check_learning(run: Path) -> None:
 
 
 def _train(model: str, out: Path, **changes: Any) -> None:
-    options = {**RUN, "task": TASK, "temperature": 1.0, **changes}
+    options = {**RUN, "dataset": TASK, "temperature": 1.0, **changes}
     assert main(train_args(model, str(out), **options)) == 0
 
 
@@ -70,11 +70,11 @@ def test_lora_trains_resumes_and_its_output_is_usable(
     assert lora_b and all(float(t.abs().sum()) > 0 for t in lora_b)  # B starts at zero: moved
     # the LoRA output folder is a model for generate and eval
     capsys.readouterr()
-    gen = cli_args("generate", str(final), num_prompts=2, task=TASK)
+    gen = cli_args("generate", str(final), num_prompts=2, dataset=TASK)
     assert main([*gen, *out_args(str(tmp_path / "gen"))]) == 0
     rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert len(rows) == 2 and all(isinstance(r["completion"], str) for r in rows)
-    ev = cli_args("eval", str(final), num_prompts=4, task=TASK)
+    ev = cli_args("eval", str(final), num_prompts=4, dataset=TASK)
     assert main([*ev, *out_args(str(tmp_path / "eval"))]) == 0
     assert json.loads((tmp_path / "eval" / "eval.json").read_text())["n"] == 4
     # merge writes a plain model computing what base + adapter compute
@@ -131,7 +131,7 @@ def test_full_fine_tuning_resumes_and_writes_a_loadable_final_model(
     assert before.keys() == after.keys() == again.keys()
     assert any(not torch.equal(before[k], after[k]) for k in before)  # the weights moved
     assert all(torch.equal(after[k], again[k]) for k in after)  # resuming changed nothing
-    ev = cli_args("eval", str(final), num_prompts=4, task=TASK)
+    ev = cli_args("eval", str(final), num_prompts=4, dataset=TASK)
     assert main([*ev, *out_args(str(tmp_path / "eval"))]) == 0
 
 

@@ -61,7 +61,15 @@ def read_hub(name: str, split: str, config: str | None = None) -> list[Row]:
             f"{name!r} is not a local file, and loading hub datasets needs the optional "
             "package datasets (pip install datasets); or pass a .jsonl/.parquet path."
         ) from err
-    return [dict(r) for r in datasets.load_dataset(name, config, split=split)]
+    try:
+        data = datasets.load_dataset(name, config, split=split)
+    except Exception as err:  # offline, unknown id, unknown split: one sentence, not a traceback
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ValueError(
+            f"could not load hub dataset {name!r} (config {config!r}, split {split!r}): "
+            f"{reason[:200]}; offline or without the hub, pass a local .jsonl/.parquet file"
+        ) from err
+    return [dict(r) for r in data]
 
 
 def rename_columns(rows: list[Row], columns: Mapping[str, str] | None) -> list[Row]:

@@ -40,6 +40,7 @@ class RecipeOptions:
     Attributes:
         source: local file path or hub id; the recipe's default when ``None``.
         split: hub split.
+        config: hub configuration name; the recipe's default when ``None``.
         limit: keep the first ``limit`` rows.
         columns: ``{source_column: expected_column}`` renames applied before the recipe.
         template: prompt template; the recipe's default when ``None``.
@@ -49,6 +50,7 @@ class RecipeOptions:
 
     source: str | None = None
     split: str = "test"
+    config: str | None = None
     limit: int | None = None
     columns: Mapping[str, str] | None = None
     template: PromptTemplate | None = None
@@ -66,7 +68,11 @@ def _load(opts: RecipeOptions, hub_id: str | None, config: str | None = None) ->
     if source is None:
         raise ValueError("this recipe has no default source; pass source='path/to/file.jsonl'.")
     return load_rows(
-        source, split=opts.split, config=config, columns=opts.columns, limit=opts.limit
+        source,
+        split=opts.split,
+        config=opts.config or config,
+        columns=opts.columns,
+        limit=opts.limit,
     )
 
 

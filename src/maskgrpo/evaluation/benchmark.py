@@ -9,7 +9,7 @@ Prompt layout: the template's system prompt (or ``system_prompt``) is the system
 tokenizer's chat template; the few-shot examples and the question are one user turn. A
 tokenizer without a chat template gets the system prompt as plain text before the user turn.
 Few-shot examples are the first rows of ``few_shot_file`` (file datasets) or rows generated
-with a seed derived from ``task_seed`` (countdown, sudoku), answered in the template's format.
+with a seed derived from ``dataset_seed`` (countdown, sudoku), answered in the template's format.
 
 Sample ``j`` of prompt ``i`` draws from ``derive_generator(seed, i, j)``, so a completion does
 not depend on the batch size or on which other prompts share its batch.
@@ -145,7 +145,7 @@ def benchmark_rows(cfg: EvalConfig) -> tuple[list[Row], str]:
     base = benchmark_template(cfg)
     shots: list[tuple[str, str]] = []
     if cfg.few_shot:
-        shot_seed = derive_seed(cfg.task_seed, "few_shot")  # generated datasets only
+        shot_seed = derive_seed(cfg.dataset_seed, "few_shot")  # generated datasets only
         examples = _raw_rows(cfg, PLAIN_TEMPLATE, cfg.few_shot_file, cfg.few_shot, shot_seed)
         if len(examples) < cfg.few_shot:
             raise ValueError(
@@ -154,7 +154,7 @@ def benchmark_rows(cfg: EvalConfig) -> tuple[list[Row], str]:
             )
         shots = [(str(r["prompt"]), _shot_answer(cfg.dataset, r)) for r in examples]
     user = dataclasses.replace(base, system="", few_shot=tuple(shots))
-    rows = _raw_rows(cfg, user, cfg.data_file, cfg.limit, cfg.task_seed)
+    rows = _raw_rows(cfg, user, cfg.data_file, cfg.limit, cfg.dataset_seed)
     system = cfg.system_prompt or base.system
     log.info("%s: %d rows, template %s, %d shots", cfg.dataset, len(rows), base.name, len(shots))
     return rows, system
@@ -179,8 +179,9 @@ def benchmark_rewards(cfg: EvalConfig) -> RewardSet:
 
 
 def sampler_settings_for(cfg: EvalConfig) -> SamplerSettings:
-    """``gen_length`` 0 = the paper's 256; ``diffusion_steps`` and ``block_length`` 0 = it."""
-    gen_length = cfg.gen_length or PAPER_GEN_LENGTH
+    """``max_completion_length`` 0 = the paper's 256; ``diffusion_steps``, ``block_length`` 0 =
+    that length."""
+    gen_length = cfg.max_completion_length or PAPER_GEN_LENGTH
     return SamplerSettings(
         gen_length=gen_length,
         steps=cfg.diffusion_steps or gen_length,
@@ -195,7 +196,7 @@ def sampler_settings_for(cfg: EvalConfig) -> SamplerSettings:
 
 def _default_source(cfg: EvalConfig) -> str:
     if cfg.dataset in GENERATED:
-        return f"generated(task_seed={cfg.task_seed})"
+        return f"generated(dataset_seed={cfg.dataset_seed})"
     return "hub default of the recipe"
 
 
@@ -292,7 +293,8 @@ def load_generator(cfg: EvalConfig, rows: Sequence[Row], system: str) -> Benchma
         raise ValueError(
             f"model={cfg.model!r} is the built-in synthetic-task model; benchmarks need a Hugging "
             "Face masked diffusion model, e.g. --model GSAI-ML/LLaDA-8B-Instruct "
-            "--trust-remote-code true (evaluate a tiny model on its task with --task)"
+            "--trust-remote-code true (evaluate a tiny model on its synthetic task with --dataset "
+            "running_sums or sudoku4)"
         )
     if cfg.dtype not in _DTYPES:
         raise ValueError(f"dtype={cfg.dtype!r} is unknown; choose one of {sorted(_DTYPES)}")
@@ -312,7 +314,7 @@ def load_generator(cfg: EvalConfig, rows: Sequence[Row], system: str) -> Benchma
     limit = _max_positions(getattr(policy.model, "config", None))
     if limit is not None and width + settings.gen_length > limit:
         log.warning(
-            "prompts (%d tokens) + gen_length (%d) exceed the model's %d positions",
+            "prompts (%d tokens) + max_completion_length (%d) exceed the model's %d positions",
             width,
             settings.gen_length,
             limit,
@@ -323,7 +325,7 @@ def load_generator(cfg: EvalConfig, rows: Sequence[Row], system: str) -> Benchma
         settings,
         seed=cfg.seed,
         device=device,
-        batch_size=cfg.batch_size,
+        batch_size=cfg.per_device_eval_batch_size,
         system_prefix=prefix,
     )
 
@@ -338,5 +340,5 @@ def run_benchmark(cfg: EvalConfig, *, generate: GenerateFn | None = None) -> dic
     protocol = benchmark_protocol(cfg, system)
     if generate is None:
         generate = load_generator(cfg, rows, system)
-    per_call = max(1, cfg.batch_size // cfg.samples)
-    return evaluate(generate, rows, rewards, protocol, cfg.out_dir, batch_size=per_call)
+    per_call = max(1, cfg.per_device_eval_batch_size // cfg.samples)
+    return evaluate(generate, rows, rewards, protocol, cfg.output_dir, batch_size=per_call)

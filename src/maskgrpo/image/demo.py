@@ -92,20 +92,20 @@ class ImageRecipe:
 def image_train_config(cfg: DemoConfig, recipe: ImageRecipe, num_tokens: int) -> TrainConfig:
     """MaskGRPO settings for images: random re-masking, truncation 0.8 (MaskGRPO Sec. 4)."""
     return TrainConfig(
-        out_dir=str(Path(cfg.out_dir) / "grpo"),
+        output_dir=str(Path(cfg.output_dir) / "grpo"),
         seed=cfg.seed,
         device=cfg.device,
-        steps=cfg.step_count,
-        prompts_per_step=recipe.prompts_per_step,
-        group_size=recipe.group_size,
-        mu=recipe.mu,
+        max_steps=cfg.step_count,
+        per_device_train_batch_size=recipe.prompts_per_step * recipe.group_size,
+        num_generations=recipe.group_size,
+        num_iterations=recipe.mu,
         gamma=0.8,
         strategy="random",
         beta=recipe.beta,
-        eps=0.2,
-        lr=recipe.lr,
+        epsilon=0.2,
+        learning_rate=recipe.lr,
         temperature=1.0,
-        gen_length=num_tokens,
+        max_completion_length=num_tokens,
         diffusion_steps=recipe.steps,
         block_length=num_tokens,
         max_grad_norm=1.0,
@@ -135,7 +135,7 @@ def _setup(
     cfg: DemoConfig, recipe: ImageRecipe
 ) -> tuple[Any, ImageModality, SpecSplit, WorldConfig]:
     world = WorldConfig(image_size=recipe.image_size, snap=recipe.snap)
-    split = split_specs(cfg.task_seed, world, heldout_fraction=recipe.heldout_fraction)
+    split = split_specs(cfg.dataset_seed, world, heldout_fraction=recipe.heldout_fraction)
     quantizer = fit_quantizer(
         recipe.codebook_size, seed=cfg.seed, config=world, patch_size=recipe.patch_size
     )
@@ -218,7 +218,7 @@ def run_image_demo(
     """SFT, evaluate, MaskGRPO, evaluate; writes ``summary.json`` and ``samples.png``."""
     recipe = recipe or ImageRecipe()
     started = time.time()
-    out = Path(cfg.out_dir)
+    out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     model, modality, split, world = _setup(cfg, recipe)
     mix = {t: DEFAULT_TAG_MIX[t] for t in recipe.tags}  # GenEval's proportions

@@ -1,6 +1,6 @@
 """Checkpoints that hold a whole MaskGRPO run, written atomically and read without pickle.
 
-A checkpoint is a folder ``<out_dir>/checkpoints/<name>/``:
+A checkpoint is a folder ``<output_dir>/checkpoints/<name>/``:
 
 - ``model.safetensors`` (and whatever else ``write_model`` writes: the tiny model adds
   ``config.json`` and ``tokenizer.json``, so the folder also loads as a model);
@@ -34,14 +34,14 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
 from .. import __version__
-from ..config import TrainConfig
+from ..config import MaskGRPOConfig
 from ..masking import MaskedView
 from ..modality import Modality
 from ..rewards.combine import RewardResult
@@ -69,20 +69,25 @@ LATEST = "latest"
 REQUIRED = ("model.safetensors", "optimizer.safetensors", "optimizer.json", "scheduler.json")
 PICKLE_SUFFIXES = (".pt", ".pth", ".pkl", ".pickle", ".bin", ".ckpt")
 _NAME = re.compile(r"^step_\d{6}(_inner_\d{2})?(_r\d+)?$")
-# Fields a resumed run must share with its checkpoint: they fix tensor shapes or the data.
+# Fields a resumed run must share with its checkpoint: they fix tensor shapes or the data. So does
+# the number of rollouts per step (per_device_train_batch_size x gradient_accumulation_steps x
+# processes), however it is split: a checkpoint resumes on any number of processes.
 FIXED_FIELDS = (
-    "task",
-    "task_seed",
+    "dataset",
+    "dataset_seed",
+    "data_file",
+    "dataset_split",
+    "dataset_columns",
+    "limit",
     "model",
     "dim",
     "n_layers",
     "n_heads",
-    "gen_length",
-    "group_size",
-    "prompts_per_step",
-    "batch_size",
-    "mu",
+    "max_completion_length",
+    "num_generations",
+    "num_iterations",
 )
+C = TypeVar("C", bound=MaskGRPOConfig)
 STALL_ENV = "MASKGRPO_CHECKPOINT_STALL"  # testing hook: "<point>:<flag file>", see _stall
 
 
@@ -163,6 +168,7 @@ def rollout_from_record(rec: dict[str, Any], modality: Modality) -> Rollout:
         old_logp=rec["old_logp"],
         ref_logp=rec["ref_logp"],
         vocab_range=None if vocab is None else (int(vocab[0]), int(vocab[1])),
+        prompt_width=modality.prompt_width,
     )
 
 
@@ -217,7 +223,10 @@ def trainer_record(state: TrainState, config: dict[str, Any], rows_per_step: int
         "stats": [asdict(s) for s in state.stats],
         "nonfinite_streak": state.nonfinite_streak,
         "seed": config["seed"],
-        "data_position": {"rows_consumed": state.step * rows_per_step},
+        "data_position": {
+            "rows_consumed": state.step * rows_per_step,
+            "rollouts_per_step": rows_per_step * int(config.get("num_generations", 1)),
+        },
         "rng": "every generator is derive_generator(seed, step, ...); no global RNG state is used",
         "config": config,
         "versions": {"torch": torch.__version__, "maskgrpo": __version__},
@@ -332,7 +341,7 @@ def prune(root: Path, keep: int) -> None:
 
 
 def resolve_checkpoint(spec: str, out_dir: Path) -> Path:
-    """The checkpoint folder ``spec`` names: ``latest`` (in ``out_dir``), a folder, or a root."""
+    """The checkpoint folder ``spec`` names: ``latest`` (in ``output_dir``), a folder, or a root."""
     if spec == "latest":
         return _follow_latest(out_dir / "checkpoints")
     path = Path(spec)
@@ -343,7 +352,7 @@ def resolve_checkpoint(spec: str, out_dir: Path) -> Path:
             return _follow_latest(root)
     raise ValueError(
         f"resume={spec!r} is not a checkpoint folder (no {STATE_FILE}) nor a folder with a "
-        f"'{LATEST}' file; pass a folder under <out_dir>/checkpoints or --resume alone"
+        f"'{LATEST}' file; pass a folder under <output_dir>/checkpoints or --resume alone"
     )
 
 
@@ -452,18 +461,28 @@ def load_checkpoint(
     )
 
 
-def reconcile_config(cfg: TrainConfig, saved: dict[str, Any], folder: Path) -> TrainConfig:
+def reconcile_config(cfg: C, saved: dict[str, Any], folder: Path) -> C:
     """``cfg`` for resuming from ``folder`` (whose config is ``saved``).
 
-    A changed fixed field is an error naming it; a changed seed warns and keeps the saved one;
-    any other change (learning rate, steps, ...) is allowed and logged.
+    A changed fixed field, or a different number of rollouts per step over this launch's
+    processes, is an error naming it; a changed seed warns and keeps the saved one; any other
+    change (learning rate, steps, how the rollouts are split into micro-batches and processes)
+    is allowed and logged.
     """
     for name in FIXED_FIELDS:
+        if not hasattr(cfg, name):  # the Python API's config names no model or data source
+            continue
+        if name not in saved:
+            raise ValueError(
+                f"checkpoint {folder} has no {name!r} in its config: it was written by a "
+                "maskgrpo before the TRL field names; resume it with that version"
+            )
         if getattr(cfg, name) != saved[name]:
             raise ValueError(
                 f"{name}={getattr(cfg, name)!r} differs from {saved[name]!r} in checkpoint "
                 f"{folder}; it fixes the run's shapes or data, so resume with {name}={saved[name]!r}"
             )
+    _check_rollouts(cfg, saved, folder)
     if cfg.seed != saved["seed"]:
         log.warning(
             "seed=%s differs from the checkpoint's seed=%s; keeping the checkpoint's",
@@ -471,12 +490,42 @@ def reconcile_config(cfg: TrainConfig, saved: dict[str, Any], folder: Path) -> T
             saved["seed"],
         )
         cfg = replace(cfg, seed=saved["seed"])
-    ignored = {"resume", "out_dir", "overwrite"}
+    ignored = {"resume", "output_dir", "overwrite"}
     for name, old in saved.items():
         new = getattr(cfg, name, old)
         if name not in ignored and new != old:
             log.info("resuming with %s=%r (checkpoint had %r)", name, new, old)
     return cfg
+
+
+def _check_rollouts(cfg: MaskGRPOConfig, saved: dict[str, Any], folder: Path) -> None:
+    """The step's rollouts must be the checkpoint's: the data order and the saved rollout batch
+    depend on them, the split into processes and micro-batches does not."""
+    dist.accelerator()  # joins an accelerate launch's process group, so the count is known
+    processes = dist.rank_world()[1]
+    position = read_trainer_state(folder)["data_position"]
+    batch = ("per_device_train_batch_size", "gradient_accumulation_steps")
+    if any(name not in saved for name in batch):
+        raise ValueError(
+            f"checkpoint {folder} has no {batch[0]!r} in its config: it was written by a "
+            "maskgrpo before the TRL field names; resume it with that version"
+        )
+    # checkpoints written before the count was recorded: the same split on as many processes
+    expected = position.get("rollouts_per_step", saved[batch[0]] * saved[batch[1]] * processes)
+    rollouts = cfg.rollouts_per_step(processes)
+    if rollouts != expected:
+        per_pass = cfg.per_device_train_batch_size * processes
+        hint = (
+            f"gradient_accumulation_steps={expected // per_pass}"
+            if expected % per_pass == 0
+            else "per_device_train_batch_size x gradient_accumulation_steps to match"
+        )
+        raise ValueError(
+            f"per_device_train_batch_size={cfg.per_device_train_batch_size} x "
+            f"gradient_accumulation_steps={cfg.gradient_accumulation_steps} x {processes} "
+            f"process(es) = {rollouts} rollouts per step, but checkpoint {folder} has {expected}; "
+            f"resume with {expected} rollouts per step ({hint})"
+        )
 
 
 def set_learning_rate(parts: TrainParts, lr: float) -> None:

@@ -225,7 +225,7 @@ def local_rows(total: int) -> slice:
     if total % world:
         raise ValueError(
             f"{total} rollouts per step do not split over {world} processes; make "
-            f"prompts_per_step * group_size a multiple of {world}"
+            f"the rollouts per step a multiple of {world}"
         )
     size = total // world
     return slice(rank * size, (rank + 1) * size)

@@ -1,13 +1,16 @@
 """The MaskGRPO training loop, written out once (MaskGRPO, arXiv 2510.02880, Alg. 1).
 
-Per step:
-1. take ``prompts_per_step`` prompts, roll out ``group_size`` completions each (no grad, eval mode);
-2. score them with the reward functions; group advantages;
+Per step (TRL's batch vocabulary: ``B = per_device_train_batch_size``,
+``K = gradient_accumulation_steps``, ``G = num_generations``, ``mu = num_iterations``):
+1. take ``B K W / G`` prompts (``W`` processes), roll out ``G`` completions each (no grad, eval
+   mode); each process generates its contiguous slice of ``B K`` rollouts;
+2. score them with the reward functions; group advantages over whole groups;
 3. draw ``mu`` masked views, view ``j`` at ratio ``r_j`` from a generator seeded by
    ``(seed, step, j)``, and compute old-policy and reference log-probs on every view once;
 4. ``mu`` inner updates, update ``j`` scoring only the positions masked in view ``j`` (the
-   iteration index comes from the loop, never from a micro-batch counter), with gradient
-   accumulation over micro-batches and the loss normalised over the whole batch.
+   iteration index comes from the loop, never from a micro-batch counter): one optimizer step
+   over all rollouts of the step, accumulated over ``K`` micro-batches of ``B`` rows per process,
+   with the loss normalised over the whole global batch.
 
 The policy stays in eval mode throughout (dropout off), so the ratio is exactly 1 at the first
 inner update. An update whose view scores no token is skipped (no optimizer step), and so is one
@@ -35,7 +38,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ..config import TrainConfig
+from ..config import MaskGRPOConfig
 from ..grpo import group_advantages, grpo_loss
 from ..lora import is_lora, reference_policy
 from ..masking import MaskedView, completion_span, mask_ratios, remask, upto_first_eos
@@ -74,6 +77,7 @@ class Rollout:
     old_logp: list[Tensor]  # mu x (N, W + L)
     ref_logp: list[Tensor | None]
     vocab_range: tuple[int, int] | None = None  # softmax restricted to these ids (image codes)
+    prompt_width: int = 0  # W: the completion is sequences[:, W:]
 
 
 @dataclass
@@ -120,9 +124,9 @@ class TrainingAborted(RuntimeError):
 
 
 def sampler_settings(
-    cfg: TrainConfig, answer_tokens: int, *, greedy: bool = False
+    cfg: MaskGRPOConfig, answer_tokens: int, *, greedy: bool = False
 ) -> SamplerSettings:
-    gen_length = cfg.gen_length or answer_tokens + 1
+    gen_length = cfg.max_completion_length or answer_tokens + 1
     return SamplerSettings(
         gen_length=gen_length,
         steps=cfg.diffusion_steps or gen_length,
@@ -150,7 +154,7 @@ def prompt_batch(
 
 @torch.no_grad()
 def make_rollout(
-    cfg: TrainConfig,
+    cfg: MaskGRPOConfig,
     step: int,
     model: nn.Module,
     ref_model: nn.Module | None,
@@ -161,23 +165,24 @@ def make_rollout(
 ) -> Rollout:
     """Steps 1-3 of the loop: rollouts, rewards, advantages, views, old and reference log-probs."""
     device = next(model.parameters()).device
-    group = [r for r in rows for _ in range(cfg.group_size)]  # prompt-major: groups are contiguous
+    group_size = cfg.num_generations
+    group = [r for r in rows for _ in range(group_size)]  # prompt-major: groups are contiguous
     mine = dist.local_rows(len(group))  # this process's rows; all of them on one process
     group = group[mine]
     prompts = [r["prompt"] for r in group]
     prompt_ids = modality.encode_prompts(prompts, device)
-    gen = dist.rollout_generator(cfg.seed, step, cfg.group_size, mine, modality, device)
+    gen = dist.rollout_generator(cfg.seed, step, group_size, mine, modality, device)
     seqs = modality.rollout(dist_wrap.for_sampling(model), prompt_ids, settings, gen)
     width = modality.prompt_width
     completions = modality.decode(seqs[:, width:])
     columns = {k: [r[k] for r in group] for k in group[0] if k != "prompt"}
     result = dist.gather_rewards(rewards(prompts, completions, **columns))  # whole groups
-    advantages = group_advantages(result.total, cfg.group_size, cfg.advantage)[mine].to(device)
+    advantages = group_advantages(result.total, group_size, cfg.advantage_method)[mine].to(device)
     if cfg.score_after_eos:
         base_mask, _ = completion_span(seqs, width)
     else:
         base_mask = upto_first_eos(seqs, width, modality.spec.eos_id)
-    scorable_all = scorable_rows(result.total, cfg.group_size)  # (N,) of every process
+    scorable_all = scorable_rows(result.total, group_size)  # (N,) of every process
     scorable = scorable_all[mine].to(device)
     base_mask = base_mask & scorable[:, None]  # unscorable groups contribute no gradient (no KL)
     views: list[MaskedView] = []
@@ -195,11 +200,12 @@ def make_rollout(
             [],
             [],
             modality.vocab_range,
+            width,
         )
-    micro = cfg.micro_batch_size or None
+    micro = cfg.per_device_train_batch_size
     vocab = modality.vocab_range
     all_seqs = dist.gather_rows(seqs)  # masks drawn over the whole batch, as on one process
-    for j, ratio in enumerate(mask_ratios(cfg.gamma, cfg.mu)):
+    for j, ratio in enumerate(mask_ratios(cfg.gamma, cfg.num_iterations)):
         view = remask(
             all_seqs,
             width,
@@ -222,7 +228,7 @@ def make_rollout(
             else None
         )
     return Rollout(
-        prompts, completions, seqs, result, advantages, base_mask, views, old, ref, vocab
+        prompts, completions, seqs, result, advantages, base_mask, views, old, ref, vocab, width
     )
 
 
@@ -233,14 +239,15 @@ def scorable_rows(total: list[float | None], group_size: int) -> Tensor:
 
 
 def inner_update(
-    cfg: TrainConfig,
+    cfg: MaskGRPOConfig,
     j: int,
     model: nn.Module,
     rollout: Rollout,
     optimizer: torch.optim.Optimizer,
     scheduler: torch.optim.lr_scheduler.LRScheduler,
 ) -> StepStats:
-    """Step 4 for iteration ``j``: loss on view ``j`` only, accumulated over micro-batches."""
+    """Step 4 for iteration ``j``: loss on view ``j`` only, one optimizer step accumulated over
+    micro-batches of ``per_device_train_batch_size`` rows."""
     view = rollout.views[j]
     loss_mask = view.scored.any(dim=0) & rollout.base_mask  # (N, W + L), this view's positions only
     tokens = int(dist.all_sum(float(loss_mask.sum()))[0])  # over all processes
@@ -248,10 +255,12 @@ def inner_update(
     n_all = n * dist.rank_world()[1]
     if tokens == 0:
         return StepStats(0.0, 0.0, 0.0, 0, 0.0, skipped_updates=1)
-    micro = cfg.micro_batch_size or n
+    micro = cfg.per_device_train_batch_size
     vocab = rollout.vocab_range
+    # dr_grpo (Dr.GRPO, TRL): a constant, rollouts x completion length; dapo: the scored tokens
+    completion_length = rollout.sequences.shape[-1] - rollout.prompt_width
     normalizer = (
-        float(n_all * view.scored.shape[-1]) if cfg.normalization == "constant" else float(tokens)
+        float(n_all * completion_length) if cfg.normalization == "constant" else float(tokens)
     )
     optimizer.zero_grad(set_to_none=True)
     total_loss, kl, clip = 0.0, 0.0, 0.0
@@ -268,8 +277,8 @@ def inner_update(
             loss_mask[rows],
             ref_logp=None if ref is None else ref[rows],
             beta=cfg.beta,
-            eps=cfg.eps,
-            eps_high=cfg.eps_high if cfg.eps_high >= 0 else None,
+            eps=cfg.epsilon,
+            eps_high=cfg.epsilon_upper,
             normalization=cfg.normalization,
             normalizer=None if cfg.normalization == "sequence" else normalizer,
         )
@@ -298,7 +307,7 @@ def inner_update(
     return StepStats(total_loss, kl, clip, tokens, grad_norm, skipped_updates=0)
 
 
-def reference_model(cfg: TrainConfig, model: nn.Module) -> nn.Module | None:
+def reference_model(cfg: MaskGRPOConfig, model: nn.Module) -> nn.Module | None:
     """A frozen copy of the initial policy, kept only when the KL term is on (``beta > 0``).
 
     With LoRA the reference is the same model with the adapter disabled (no copy).
@@ -313,17 +322,17 @@ def reference_model(cfg: TrainConfig, model: nn.Module) -> nn.Module | None:
     return ref
 
 
-def build_parts(cfg: TrainConfig, model: nn.Module) -> TrainParts:
+def build_parts(cfg: MaskGRPOConfig, model: nn.Module) -> TrainParts:
     """Reference copy of ``model`` as it is now (call before loading a checkpoint), AdamW, schedule."""
     optimizer = torch.optim.AdamW(
         model.parameters(),
-        lr=cfg.lr,
+        lr=cfg.learning_rate,
         betas=(cfg.adam_beta1, cfg.adam_beta2),
         weight_decay=cfg.weight_decay,
     )
-    total_updates = cfg.steps * cfg.mu
+    total_updates = cfg.max_steps * cfg.num_iterations
     scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lr_lambda(cfg.warmup_steps, total_updates, cfg.lr_schedule)
+        optimizer, lr_lambda(cfg.warmup_steps, total_updates, cfg.lr_scheduler_type)
     )
     return TrainParts(reference_model(cfg, model), optimizer, scheduler)
 
@@ -376,7 +385,7 @@ def _step_metrics(
     return metrics
 
 
-def record_update(cfg: TrainConfig, state: TrainState, stats: StepStats) -> None:
+def record_update(cfg: MaskGRPOConfig, state: TrainState, stats: StepStats) -> None:
     """Advance ``state`` past one inner update; abort after too many non-finite ones in a row."""
     state.stats.append(stats)
     state.inner += 1
@@ -388,13 +397,13 @@ def record_update(cfg: TrainConfig, state: TrainState, stats: StepStats) -> None
         raise TrainingAborted(
             f"{state.nonfinite_streak} consecutive inner updates had a non-finite loss or "
             f"gradient norm (max_nonfinite_skips={cfg.max_nonfinite_skips}), the last at step "
-            f"{state.step + 1}, inner update {state.inner}; lower lr or max_grad_norm, check the "
+            f"{state.step + 1}, inner update {state.inner}; lower learning_rate or max_grad_norm, check the "
             "rewards, then resume from the last good checkpoint"
         )
 
 
 def train_grpo(
-    cfg: TrainConfig,
+    cfg: MaskGRPOConfig,
     model: nn.Module,
     modality: Modality,
     rows: list[dict[str, Any]],
@@ -419,23 +428,25 @@ def train_grpo(
     stop = dist.agreed_stop(should_stop)  # every process stops at the same point
     history: list[dict[str, Any]] = []
     started = time.time()
-    while state.step < cfg.steps:
+    processes = dist.rank_world()[1]
+    cfg.validate_batch(processes)
+    while state.step < cfg.max_steps:
         t0 = time.time()
         if state.rollout is None:
-            batch = prompt_batch(rows, state.step, cfg.rollouts // cfg.group_size, cfg.seed)
+            batch = prompt_batch(rows, state.step, cfg.prompts_per_step(processes), cfg.seed)
             state.rollout = make_rollout(
                 cfg, state.step, model, parts.ref_model, modality, batch, rewards, settings
             )
             if stop(state):
                 return history
         rollout = state.rollout
-        while state.inner < cfg.mu and rollout.views:
+        while state.inner < cfg.num_iterations and rollout.views:
             stats = inner_update(cfg, state.inner, model, rollout, parts.optimizer, parts.scheduler)
             record_update(cfg, state, stats)
             if stop(state):
                 return history
         lr = float(parts.scheduler.get_last_lr()[0])
-        metrics = _step_metrics(state.step + 1, rollout, state.stats, cfg.group_size, lr)
+        metrics = _step_metrics(state.step + 1, rollout, state.stats, cfg.num_generations, lr)
         metrics["seconds"] = time.time() - t0
         state.step, state.inner, state.rollout, state.stats = state.step + 1, 0, None, []
         history.append(metrics)

@@ -1,11 +1,13 @@
-"""Hugging Face policies in the trainer: load, fit a synthetic task, LoRA, checkpoint state.
+"""Hugging Face policies in the commands: LoRA, LoRA folders, checkpoint state, synthetic tasks.
 
-:func:`load_for_task` turns ``--model <hub id or folder>`` into the policy, modality and answer
-length the loop needs: the model and token spec from :func:`maskgrpo.models.hf.load_hf_policy`,
-chat-templated prompts of one fixed width (the longest prompt of the task, so every row fits;
-padding is hidden from the model exactly, so rollouts do not depend on batch composition), and
--- for ``maskgrpo train`` -- LoRA (MaskGRPO, arXiv 2510.02880: r=128, alpha=64; the target
-layers default to the model family's preset) and gradient checkpointing.
+:func:`prepare_model` applies LoRA (MaskGRPO, arXiv 2510.02880: r=128, alpha=64; the target
+layers default to the model family's preset) and gradient checkpointing to a loaded model; the
+trainer and ``maskgrpo sft`` load through :mod:`maskgrpo.trainer.model_setup` and
+:mod:`maskgrpo.trainer.sft_data`, which call it. :func:`load_for_task` turns ``--model <hub id
+or folder>`` into the policy, modality and answer length of a synthetic task for ``generate``
+and ``eval``: chat-templated prompts of one fixed width (the longest prompt of the task, so
+every row fits; padding is hidden from the model exactly, so rollouts do not depend on batch
+composition).
 
 ``--model`` may be a LoRA output folder. Generation, evaluation and full fine-tuning use its
 base with the adapter merged in; LoRA training (``lora_r > 0``) continues that adapter (its own
@@ -14,10 +16,8 @@ rank, alpha and layers), the reference policy staying the base model, so ``train
 new adapter on top of a LoRA result, ``maskgrpo merge`` it first.)
 
 A synthetic task works with any tokenizer that encodes its characters and decodes them back
-unchanged; the check runs before training. Checkpoints hold the trainable tensors only with
+unchanged; the check runs before generation. Checkpoints hold the trainable tensors only with
 LoRA (the base weights are the hub's), the whole state dict otherwise.
-
-Left out: SFT of Hugging Face models, and benchmark datasets as training tasks.
 """
 
 from __future__ import annotations
@@ -25,13 +25,13 @@ from __future__ import annotations
 import dataclasses
 import logging
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 from safetensors.torch import save_file
 from torch import nn
 
-from ..config import ModelConfig, TrainConfig
+from ..config import MaskGRPOConfig, ModelConfig, SFTConfig
 from ..lora import apply_lora, enable_gradient_checkpointing, is_lora
 from ..models.hf import load_hf_policy
 from ..models.hf_modality import HFTextModality
@@ -50,6 +50,8 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+
+C = TypeVar("C", bound=MaskGRPOConfig)
 
 TORCH_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -82,43 +84,51 @@ def _context_limit(model: nn.Module) -> int | None:
     return None
 
 
-def lora_resume(cfg: TrainConfig) -> TrainConfig:
-    """``--resume <LoRA output folder>``: a new run continuing that adapter (``--model`` it).
+def lora_resume(cfg: C, model: str | nn.Module) -> tuple[str | nn.Module, C]:
+    """``resume=<LoRA output folder>``: a new run continuing that adapter (the folder becomes
+    the model); returns ``(model, cfg)``, both unchanged when ``cfg.resume`` is no LoRA folder.
 
     The folder holds no optimizer state or position, so the run starts at step 0 with a fresh
     optimizer; the adapter, its rank and alpha, and the base model come from the folder.
     """
     adapter = read_adapter_config(cfg.resume) if cfg.resume else None
     if adapter is None:
-        return cfg
+        return model, cfg
+    if not isinstance(model, str):
+        raise ValueError(
+            f"resume={cfg.resume!r} is a LoRA output folder, which loads from its own files; pass "
+            f"model={cfg.resume!r} (a name, not a loaded {type(model).__name__}) and resume=''"
+        )
     base = base_of(cfg.resume, adapter)
     named = {cfg.resume, base, str(Path(base).resolve()), str(Path(cfg.resume).resolve())}
-    if not is_tiny_model(cfg.model) and cfg.model not in named:
+    if not is_tiny_model(model) and model not in named:
         log.warning(
             "model=%s is not the base of LoRA folder %s (%s); its base is used",
-            cfg.model,
+            model,
             cfg.resume,
             base,
         )
     log.info("continuing the LoRA adapter of %s as a new run (step 0, fresh optimizer)", cfg.resume)
-    resumed = dataclasses.replace(
-        cfg,
-        model=cfg.resume,
-        resume="",
-        lora_r=int(adapter.get("r") or cfg.lora_r or 8),
-        lora_alpha=int(adapter.get("lora_alpha") or cfg.lora_alpha),
-    )
+    changes: dict[str, Any] = {
+        "resume": "",
+        "lora_r": int(adapter.get("r") or cfg.lora_r or 8),
+        "lora_alpha": int(adapter.get("lora_alpha") or cfg.lora_alpha),
+    }
+    if hasattr(cfg, "model"):  # the command line's config names the model too
+        changes["model"] = cfg.resume
+    resumed = dataclasses.replace(cfg, **changes)
     resumed.validate()
-    return resumed
+    return cfg.resume, resumed
 
 
-def prepare_model(cfg: TrainConfig, model: nn.Module) -> nn.Module:
+def prepare_model(cfg: MaskGRPOConfig | SFTConfig, model: nn.Module) -> nn.Module:
     """LoRA when ``lora_r > 0`` (adapter A from the run's seed; an adapter loaded from a LoRA
-    folder is trained as it is), then gradient checkpointing."""
+    folder, or a peft model passed to the trainer, is trained as it is), then gradient
+    checkpointing."""
     if is_lora(model):
         config = getattr(model, "peft_config", {}).get("default")
         r, alpha = getattr(config, "r", None), getattr(config, "lora_alpha", None)
-        if (r, alpha) != (cfg.lora_r, cfg.lora_alpha):
+        if cfg.lora_r > 0 and (r, alpha) != (cfg.lora_r, cfg.lora_alpha):
             log.warning(
                 "continuing a LoRA adapter with r=%s alpha=%s (lora_r=%d lora_alpha=%d ignored)",
                 r,
@@ -154,7 +164,7 @@ def load_for_task(
 
     ``gen_length`` 0 means the longest answer in tokens plus one (end of sequence).
     """
-    training_lora = isinstance(cfg, TrainConfig) and cfg.lora_r > 0
+    training_lora = isinstance(cfg, MaskGRPOConfig) and cfg.lora_r > 0
     hf = load_hf_policy(
         cfg.model,
         trust_remote_code=cfg.trust_remote_code,
@@ -173,17 +183,18 @@ def load_for_task(
     gen_length = gen_length or answer_tokens + 1
     if gen_length <= answer_tokens:
         raise ValueError(
-            f"gen_length={gen_length} cannot hold the {task.name} answers ({answer_tokens} "
-            f"tokens of this tokenizer) plus EOS; use gen_length >= {answer_tokens + 1} or 0"
+            f"max_completion_length={gen_length} cannot hold the {task.name} answers "
+            f"({answer_tokens} tokens of this tokenizer) plus EOS; use max_completion_length "
+            f">= {answer_tokens + 1} or 0"
         )
     limit = _context_limit(hf.model)
     if limit is not None and width + gen_length > limit:
         raise ValueError(
-            f"prompts ({width} tokens with the chat template) + gen_length ({gen_length}) "
-            f"exceed the model's {limit} positions; lower gen_length"
+            f"prompts ({width} tokens with the chat template) + max_completion_length "
+            f"({gen_length}) exceed the model's {limit} positions; lower max_completion_length"
         )
     model = hf.model  # its family turned the KV cache off (checkpointed blocks must not use one)
-    if isinstance(cfg, TrainConfig):
+    if isinstance(cfg, MaskGRPOConfig):
         model = prepare_model(cfg, model)
     log.info("task %s: prompt width %d, answers up to %d tokens", task.name, width, answer_tokens)
     return (

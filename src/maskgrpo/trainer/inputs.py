@@ -33,7 +33,7 @@ def fit_prompts(
         if not truncate:
             raise ValueError(
                 f"prompt {i} has {len(ids)} tokens but the model allows {width} prompt tokens "
-                "(max_length minus gen_length); shorten it, lower gen_length, or set "
+                "(max_length minus max_completion_length); shorten it, lower max_completion_length, or set "
                 "truncate_prompts=true to keep its last tokens"
             )
         out.append({**row, "prompt": tokenizer.decode(ids[-width:])})

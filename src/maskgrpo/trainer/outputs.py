@@ -40,7 +40,7 @@ def check_output_dir(path: str | Path) -> None:
     """``path`` is a folder, or can become one: neither a file nor under one, and writable."""
     folder = Path(path)
     if folder.exists() and not folder.is_dir():
-        raise ValueError(f"output folder {path} is a file; pass a folder to --out-dir")
+        raise ValueError(f"output folder {path} is a file; pass a folder to --output-dir")
     existing = folder
     while not existing.exists() and existing != existing.parent:
         existing = existing.parent
@@ -59,7 +59,7 @@ def check_not_a_training_run(path: str | Path) -> None:
     if found:
         raise ValueError(
             f"output folder {path} holds a training run ({', '.join(found)}), whose files an "
-            "evaluation would overwrite; pass another --out-dir"
+            "evaluation would overwrite; pass another --output-dir"
         )
 
 
@@ -88,7 +88,7 @@ def prepare_output_dir(path: str | Path, *, resume: bool, overwrite: bool) -> li
         raise ValueError(
             f"output folder {path} already holds a run ({', '.join(found)}); pass --resume to "
             "continue it from its own checkpoints, --overwrite to delete it and start over, or "
-            "another --out-dir"
+            "another --output-dir"
         )
     for name in found:
         target = folder / name

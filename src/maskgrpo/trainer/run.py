@@ -1,6 +1,6 @@
 """Entry points behind the command line: SFT, MaskGRPO training, generation, evaluation.
 
-Each takes one validated config and writes its outputs under ``cfg.out_dir``. The demo chains
+Each takes one validated config and writes its outputs under ``cfg.output_dir``. The demo chains
 them (see :mod:`maskgrpo.demo`). ``model`` is the built-in tiny model, a saved tiny-model folder,
 or a Hugging Face hub id / folder (:mod:`maskgrpo.trainer.hf_setup`). Under ``accelerate launch``
 training runs on every process and only the main process writes files.
@@ -11,10 +11,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import os
-import shutil
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +20,7 @@ import yaml
 from tqdm.auto import tqdm
 
 from ..config import EvalConfig, GenerateConfig, ModelConfig, SamplingConfig, SFTConfig, TrainConfig
+from ..datasets.training import TrainingData, load_training_data
 from ..lora import autocast_context, is_lora
 from ..modality import SamplerSettings, TextModality
 from ..models.hf_modality import HFTextModality
@@ -31,32 +29,15 @@ from ..policy import Policy, is_tiny_model, load_policy, resolve_device, save_po
 from ..rewards.combine import RewardSet
 from ..rng import derive_generator
 from ..tasks import SyntheticTask, make_task
-from . import dist_wrap
 from . import distributed as dist
-from .checkpoint import (
-    load_checkpoint,
-    read_trainer_state,
-    reconcile_config,
-    resolve_checkpoint,
-    save_checkpoint_all_ranks,
-    set_learning_rate,
-)
-from .dist_state import full_state
+from .checkpoint import read_trainer_state, reconcile_config, resolve_checkpoint
 from .evaluate import TaskEval, evaluate_task
-from .grpo import (
-    Rollout,
-    TrainingAborted,
-    TrainParts,
-    TrainState,
-    build_parts,
-    sampler_settings,
-    train_grpo,
-)
+from .grpo import sampler_settings
+from .grpo_trainer import DEFAULT_COMPLETION_LENGTH, MaskGRPOTrainer
 from .hf_setup import load_for_task, lora_resume, save_state
-from .inputs import fit_prompts
-from .interrupt import StopRequest, TrainingInterrupted, handle_signals
-from .outputs import RunLogger, plot_curves, prepare_output_dir, read_metrics
-from .sft import TaskBatches
+from .model_setup import new_tiny
+from .outputs import RunLogger, prepare_output_dir
+from .reward_funcs import make_reward_set, resolve_reward_funcs
 from .sft_checkpoint import resumable_sft
 
 __all__ = ["run_eval", "run_generate", "run_sft", "run_train", "setup"]
@@ -86,15 +67,16 @@ def setup(
     device = resolve_device(device_name)
     if not is_tiny_model(cfg.model):
         policy, hf_modality, answer_tokens = load_for_task(
-            cfg, task, device, sampling.gen_length if sampling else 0
+            cfg, task, device, sampling.max_completion_length if sampling else 0
         )
         settings = sampler_settings_from(sampling or SamplingConfig(temperature=0.0), answer_tokens)
         return Setup(task, policy, hf_modality, settings, device)
-    gen_length = (sampling.gen_length if sampling else 0) or task.answer_chars + 1
+    gen_length = (sampling.max_completion_length if sampling else 0) or task.answer_chars + 1
     if gen_length <= task.answer_chars:
         raise ValueError(
-            f"gen_length={gen_length} cannot hold the {task.name} answer ({task.answer_chars} "
-            f"tokens) plus EOS; use gen_length >= {task.answer_chars + 1} or 0"
+            f"max_completion_length={gen_length} cannot hold the {task.name} answer "
+            f"({task.answer_chars} tokens) plus EOS; use max_completion_length >= "
+            f"{task.answer_chars + 1} or 0"
         )
     max_length = task.max_prompt_chars + gen_length
     policy = load_policy(
@@ -110,8 +92,9 @@ def setup(
     limit = getattr(getattr(policy.model, "config", None), "max_length", None)
     if limit is not None and max_length > limit:
         raise ValueError(
-            f"prompt ({task.max_prompt_chars}) + gen_length ({gen_length}) = {max_length} tokens "
-            f"exceed the model's max_length={limit}; lower gen_length"
+            f"prompt ({task.max_prompt_chars}) + max_completion_length ({gen_length}) = "
+            f"{max_length} tokens exceed the model's max_length={limit}; lower "
+            "max_completion_length"
         )
     modality = TextModality(policy.tokenizer, policy.spec, prompt_width=task.max_prompt_chars)
     settings = SamplerSettings(gen_length, gen_length, gen_length, 0.0, "low_confidence")
@@ -128,181 +111,149 @@ def _write_yaml(cfg: Any, path: Path) -> None:
     path.write_text(yaml.safe_dump(dataclasses.asdict(cfg), sort_keys=False))
 
 
-def export_model(policy: Policy, out_dir: Path, name: str) -> Path:
-    """Write the model alone to ``checkpoints/<name>`` (temporary folder, then rename)."""
-    root = out_dir / "checkpoints"
-    root.mkdir(parents=True, exist_ok=True)
-    final = root / name
-    tmp = root / f".export-{name}-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    save_policy(policy, tmp)
-    if final.exists():
-        old = root / f".old-{name}-{os.getpid()}"
-        final.rename(old)
-        tmp.rename(final)
-        shutil.rmtree(old)
-    else:
-        tmp.rename(final)
-    return final
-
-
 def run_sft(cfg: SFTConfig) -> dict[str, Any]:
-    """SFT the policy on the task's train split; saves ``<out_dir>/model``.
+    """Masked-diffusion SFT on the dataset's completion column; saves ``<output_dir>/model``.
 
+    The built-in tiny model (new, or a saved folder) or a Hugging Face model (full fine-tuning,
+    or LoRA merged into the weights before saving, so the folder loads as ``--model``).
     ``cfg.resume`` continues an interrupted run exactly; SIGINT/SIGTERM stop it with a
-    checkpoint (:class:`TrainingInterrupted`).
+    checkpoint (:class:`~.interrupt.TrainingInterrupted`).
     """
-    if not is_tiny_model(cfg.model):
-        raise ValueError(
-            f"maskgrpo sft trains the built-in tiny model, not model={cfg.model!r}; "
-            "use --model tiny or a saved tiny-model folder"
-        )
-    out = Path(cfg.out_dir)
+    from .sft_data import load_sft_policy, sft_batches
+
+    data = load_training_data(cfg, need_eval=False, sft=True)
+    out = Path(cfg.output_dir)
     prepare_output_dir(out, resume=bool(cfg.resume), overwrite=cfg.overwrite)
-    s = setup(cfg, cfg.seed, cfg.task, cfg.task_seed, cfg.device, None)
-    if not isinstance(s.modality, TextModality):  # tiny models always get the text modality
-        raise TypeError(f"SFT needs the tiny model's text modality, not {type(s.modality)}")
+    gen_length = cfg.max_completion_length or _default_length(data)
+    policy, device = load_sft_policy(cfg, data, gen_length)
+    batches = sft_batches(cfg, data, policy, gen_length, device)
     saved_cfg = dataclasses.replace(cfg, resume="", overwrite=False)
     _write_yaml(saved_cfg, out / "sft_config.yaml")
     logger = RunLogger(out, tensorboard=False)
-    bar = tqdm(total=cfg.steps, desc="sft", disable=None)
+    bar = tqdm(total=cfg.max_steps, desc="sft", disable=None)
 
     def on_log(step: int, loss: float) -> None:
         logger.log({"step": step, "sft_loss": loss})
-        bar.update(cfg.log_every)
+        bar.update(cfg.logging_steps)
         bar.set_postfix(loss=f"{loss:.3f}")
 
     def on_resume(step: int) -> None:
         logger.truncate(step)
-        bar.update(step - step % cfg.log_every)
+        bar.update(step - step % cfg.logging_steps)
+
+    def write_model(folder: Path) -> None:  # model.safetensors, as the checkpoint loads it
+        if isinstance(policy.model, TinyDiffusionLM):
+            save_policy(policy, folder)  # the folder also loads as a model
+        else:
+            save_state(policy.model, folder)  # with LoRA: the adapter's tensors
 
     t0 = time.time()
-    model = s.policy.model
-    batches = TaskBatches(
-        s.modality, s.task.train, gen_length=s.settings.gen_length, batch_size=cfg.batch_size,
-        seed=cfg.seed, device=s.device, min_mask_ratio=cfg.min_mask_ratio,
-    )  # fmt: skip
     try:
-        losses = resumable_sft(
-            model, batches, lambda step: batches.loss(model), out=out, resume=cfg.resume,
-            config=dataclasses.asdict(saved_cfg), write_model=lambda d: save_policy(s.policy, d),
-            steps=cfg.steps, lr=cfg.lr, warmup_steps=cfg.warmup_steps,
-            weight_decay=cfg.weight_decay, log_every=cfg.log_every, on_log=on_log,
-            on_resume=on_resume,
-        )  # fmt: skip
+        with autocast_context(device, cfg.mixed_precision):
+            losses = resumable_sft(
+                policy.model, batches, batches.loss, out=out, resume=cfg.resume,
+                config=dataclasses.asdict(saved_cfg), write_model=write_model,
+                steps=cfg.max_steps, lr=cfg.learning_rate, warmup_steps=cfg.warmup_steps,
+                weight_decay=cfg.weight_decay, schedule=cfg.lr_scheduler_type,
+                log_every=cfg.logging_steps, on_log=on_log, on_resume=on_resume,
+            )  # fmt: skip
     finally:
         bar.close()
         logger.close()
-    save_policy(s.policy, out / "model")
+    if is_lora(policy.model):  # a complete model folder, loadable as --model for train
+        policy.model = policy.model.merge_and_unload()  # type: ignore[operator]
+    save_policy(policy, out / "model")
     return {
         "first_loss": losses[0] if losses else None,
         "last_loss": losses[-1] if losses else None,
         "seconds": time.time() - t0,
+        "rows": batches.rows,
+        "dropped_rows": batches.dropped,
         "model": str(out / "model"),
     }
 
 
+def _default_length(data: TrainingData) -> int:
+    """A synthetic task's answer plus EOS; the paper's 256 otherwise."""
+    return data.answer_tokens + 1 if data.answer_tokens else DEFAULT_COMPLETION_LENGTH
+
+
 def run_train(cfg: TrainConfig, *, policy: Policy | None = None) -> dict[str, Any]:
-    """MaskGRPO on the task's train split; metrics, samples, plots and checkpoints in out_dir.
+    """MaskGRPO on ``cfg.dataset`` through :class:`MaskGRPOTrainer`; returns ``summary.json``.
 
-    With ``cfg.resume`` the run continues from a checkpoint exactly where it stopped. SIGINT and
-    SIGTERM stop it after the current inner update with a checkpoint (:class:`TrainingInterrupted`).
+    Data, rewards and config are checked before the model is built. ``policy`` replaces
+    ``cfg.model`` (a model already in memory). With ``cfg.resume`` the run continues exactly
+    where its checkpoint stopped; SIGINT/SIGTERM stop it with a checkpoint
+    (:class:`TrainingInterrupted`).
     """
-    cfg = lora_resume(cfg)  # --resume <LoRA output folder>: a new run continuing its adapter
-    device = _process_device(cfg.device)  # also joins an accelerate launch's process group
-    main = dist.is_main()  # only the main process writes files
-    if main:
-        prepare_output_dir(cfg.out_dir, resume=bool(cfg.resume), overwrite=cfg.overwrite)
-    resume_from = resolve_checkpoint(cfg.resume, Path(cfg.out_dir)) if cfg.resume else None
-    if resume_from is not None:
-        cfg = reconcile_config(cfg, read_trainer_state(resume_from)["config"], resume_from)
-    s = setup(cfg, cfg.seed, cfg.task, cfg.task_seed, device, cfg)
-    if policy is not None:
-        s.policy = policy
-        s.modality = TextModality(policy.tokenizer, policy.spec, s.modality.prompt_width)
-    out = Path(cfg.out_dir)
-    if main:
-        out.mkdir(parents=True, exist_ok=True)
-        _write_yaml(dataclasses.replace(cfg, resume="", overwrite=False), out / "train_config.yaml")
-    rows = s.task.train  # a Hugging Face modality's prompt width already fits every prompt
-    if isinstance(s.modality, TextModality):
-        width = s.modality.prompt_width
-        rows = fit_prompts(rows, s.policy.tokenizer, width, truncate=cfg.truncate_prompts)
-    rewards = _reward_set(cfg, s.task)
-    parts = build_parts(cfg, s.policy.model)  # the reference is the initial model, even on resume
-    state = TrainState()
-    logger = RunLogger(out, enabled=main)
-    if resume_from is not None:
-        state = _resume(cfg, resume_from, s, parts, logger)
-    saver = _Saver(cfg, s.policy, parts, out)
-    if resume_from is not None:  # saving again at the same position would only duplicate it
-        saver.last, saver.position = resume_from, state.position
-    bar = tqdm(total=cfg.steps, initial=state.step, desc="maskgrpo", disable=None if main else True)
-    on_step = _step_callback(cfg, s, logger, bar, lambda: saver.save(state))
-    t0 = time.time()
-    precision = autocast_context(s.device, cfg.mixed_precision)
-    with handle_signals(StopRequest.from_env()) as stop, precision:
-        try:
-            history = train_grpo(
-                cfg,
-                s.policy.model,
-                s.modality,
-                rows,
-                rewards,
-                s.settings,
-                on_step=on_step,
-                parts=parts,
-                state=state,
-                should_stop=stop,
-            )
-        except TrainingAborted as err:
-            raise TrainingAborted(f"{err}; last good checkpoint: {saver.last or 'none'}") from err
-        finally:
-            bar.close()
-            logger.close()
-    checkpoint = saver.save(state)
-    if stop.signum:
-        raise TrainingInterrupted(checkpoint, out, stop.signum, state.position)
-    final, plot = out / "checkpoints" / "final", out / "reward_curve.png"
-    with full_state(s.policy.model):  # every process gathers a sharded model; the main one writes
-        if main:
-            final = export_model(s.policy, out, "final")
-    if main:
-        plot = plot_curves(
-            read_metrics(logger.metrics_path),
-            plot,
-            keys=("reward_mean", "kl", "clip_fraction"),
-            title=f"MaskGRPO on {s.task.name}",
-        )
-    return {
-        "steps": state.step,
-        "seconds": time.time() - t0,
-        "checkpoint": str(final),
-        "resume_checkpoint": str(checkpoint),
-        "metrics": str(logger.metrics_path),
-        "plot": str(plot),
-        "final_reward": history[-1]["reward_mean"] if history else None,
-        **dist.describe(),  # world_size, distributed_type, sharding
-    }
+    if policy is None:  # --resume <LoRA output folder>: a new run continuing its adapter
+        _, cfg = lora_resume(cfg, cfg.model)
+    data = load_training_data(cfg, need_eval=bool(cfg.eval_every))
+    cfg = _resolved(cfg, data, tiny=policy is None and is_tiny_model(cfg.model))
+    rewards, eval_rewards = _reward_sets(cfg, data)
+    dist.accelerator()  # joins an accelerate launch's process group (is_main needs it)
+    if dist.is_main():  # refused before the model loads; the trainer checks again at train()
+        prepare_output_dir(cfg.output_dir, resume=bool(cfg.resume), overwrite=cfg.overwrite)
+    if cfg.resume:  # the checkpoint's seed builds the model, as in the interrupted run
+        folder = resolve_checkpoint(cfg.resume, Path(cfg.output_dir))
+        cfg = reconcile_config(cfg, read_trainer_state(folder)["config"], folder)
+    model: Any = policy.model if policy is not None else cfg.model
+    tokenizer = policy.tokenizer if policy is not None else None
+    if policy is None and cfg.model == "tiny":
+        built = _new_tiny(cfg, data)
+        model, tokenizer = built.model, built.tokenizer
+    trainer = MaskGRPOTrainer(
+        model, rewards, args=cfg, train_dataset=data.train,
+        eval_dataset=data.eval or None, processing_class=tokenizer,
+        eval_reward_funcs=eval_rewards,
+    )  # fmt: skip
+    return trainer.train().metrics
 
 
-def _process_device(name: str) -> str:
-    """This process's device: with several processes, ``auto`` is the one accelerate assigns."""
-    acc = dist.accelerator()
-    if acc is None:
-        return name
-    world = dist.rank_world()[1]
-    if name == "auto":
-        return str(acc.device)
-    if torch.device(name).type == "cuda" and world > 1:
+def _resolved(cfg: TrainConfig, data: TrainingData, *, tiny: bool) -> TrainConfig:
+    """``cfg`` with the dataset's defaults written in: completion length and system prompt."""
+    length = cfg.max_completion_length or _default_length(data)
+    if tiny and data.answer_tokens and length <= data.answer_tokens:
         raise ValueError(
-            f"device={name!r} would put all {world} processes on one GPU; use device=auto "
-            "(each process gets the GPU accelerate assigns it)"
+            f"max_completion_length={length} cannot hold the {data.name} answer "
+            f"({data.answer_tokens} tokens) plus EOS; use max_completion_length >= "
+            f"{data.answer_tokens + 1} or 0"
         )
-    return name
+    return dataclasses.replace(
+        cfg, max_completion_length=length, system_prompt=cfg.system_prompt or data.system_prompt
+    )
 
 
-def _reward_set(cfg: TrainConfig, task: SyntheticTask) -> RewardSet:
+def _reward_sets(cfg: TrainConfig, data: TrainingData) -> tuple[RewardSet, RewardSet | None]:
+    """The training rewards (``--reward-funcs`` or the dataset's) and the held-out rows' own."""
+    columns = sorted({k for r in data.train for k in r} - {"prompt"})
+    own = data.rewards or ([], [])
+    if cfg.reward_funcs:
+        funcs = resolve_reward_funcs(
+            cfg.reward_funcs, dataset_rewards=own[0], allow_unsafe=cfg.allow_unsafe_code
+        )
+        weights: list[float] = list(cfg.reward_weights)
+    else:
+        funcs, weights = own[0], list(cfg.reward_weights) or own[1]
+    rewards = make_reward_set(funcs, weights, columns=columns)
+    eval_rewards = None
+    if data.eval_rewards is not None and data.eval:
+        eval_columns = sorted({k for r in data.eval for k in r} - {"prompt"})
+        eval_rewards = make_reward_set(*data.eval_rewards, columns=eval_columns)
+    return rewards, eval_rewards
+
+
+def _new_tiny(cfg: TrainConfig, data: TrainingData) -> Policy:
+    """A new tiny model for ``cfg``'s dataset (see :func:`.model_setup.new_tiny`)."""
+    return new_tiny(
+        data, system_prompt=cfg.system_prompt, gen_length=cfg.max_completion_length,
+        dim=cfg.dim, n_layers=cfg.n_layers, n_heads=cfg.n_heads, seed=cfg.seed,
+        device=torch.device("cpu"),
+    )  # fmt: skip
+
+
+def _reward_set(cfg: Any, task: SyntheticTask) -> RewardSet:
+    """A synthetic task's reward set with ``cfg.reward_weights`` (or the task's)."""
     weights = cfg.reward_weights or task.weights
     if len(weights) != len(task.rewards):
         raise ValueError(
@@ -312,113 +263,26 @@ def _reward_set(cfg: TrainConfig, task: SyntheticTask) -> RewardSet:
     return RewardSet(task.rewards, weights)
 
 
-def _resume(
-    cfg: TrainConfig, folder: Path, s: Setup, parts: TrainParts, logger: RunLogger
-) -> TrainState:
-    """Load ``folder`` into the model and ``parts``; drop metrics logged after it."""
-    saved_lr = read_trainer_state(folder)["config"]["lr"]
-    lora = is_lora(s.policy.model)  # with LoRA the checkpoint holds the adapter tensors only
-    state = load_checkpoint(
-        folder, model=s.policy.model, parts=parts, modality=s.modality, strict=not lora
-    )
-    if cfg.lr != saved_lr:
-        set_learning_rate(parts, cfg.lr)
-        log.info("learning rate changed on resume: %s -> %s", saved_lr, cfg.lr)
-    logger.truncate(state.step)
-    log.info("resumed from %s at step %d, inner update %d", folder, state.step, state.inner)
-    return state
-
-
-class _Saver:
-    """Saves checkpoints of this run, once per position."""
-
-    def __init__(
-        self, cfg: TrainConfig, policy: Policy, parts: TrainParts, out: Path
-    ) -> None:
-        self.cfg, self.policy, self.parts, self.root = cfg, policy, parts, out / "checkpoints"
-        self.last: Path | None = None
-        self.position: tuple[int, int] | None = None
-
-    def save(self, state: TrainState) -> Path:
-        if self.last is not None and self.position == state.position:
-            return self.last
-        self.last = save_checkpoint_all_ranks(  # every process: gathers rows and shards
-            self.root,
-            state,
-            model=self.policy.model,
-            write_model=self._write_model,
-            parts=self.parts,
-            config=dataclasses.asdict(self.cfg),
-            rows_per_step=self.cfg.rollouts // self.cfg.group_size,
-            keep=self.cfg.keep_checkpoints,
-        )
-        self.position = state.position
-        return self.last
-
-    def _write_model(self, folder: Path) -> None:
-        if isinstance(self.policy.model, TinyDiffusionLM):
-            save_policy(self.policy, folder)  # the folder also loads as a model
-        else:
-            save_state(self.policy.model, folder)
-
-
-def _step_callback(
-    cfg: TrainConfig,
-    s: Setup,
-    logger: RunLogger,
-    bar: Any,
-    save: Callable[[], Path],
-) -> Callable[[dict[str, Any], Rollout], None]:
-    greedy = dataclasses.replace(s.settings, temperature=0.0)
-
-    def on_step(metrics: dict[str, Any], rollout: Rollout) -> None:
-        step = metrics["step"]
-        if cfg.eval_every and step % cfg.eval_every == 0:
-            ev = evaluate_task(
-                dist_wrap.for_sampling(s.policy.model),  # through the wrapper: every process evaluates
-                s.modality,
-                s.task,
-                greedy,
-                num_prompts=cfg.eval_prompts,
-                seed=cfg.seed,
-            )
-            metrics["heldout_accuracy"] = ev.accuracy
-        metrics.update(dist.describe())  # world_size, distributed_type, sharding
-        if step % cfg.log_every == 0:
-            logger.log(metrics)
-        if cfg.sample_every and step % cfg.sample_every == 0:
-            k = min(cfg.group_size, len(rollout.prompts))
-            logger.samples(
-                step, rollout.prompts[:k], rollout.completions[:k], rollout.rewards.total[:k]
-            )
-        if cfg.save_every and step % cfg.save_every == 0:
-            save()
-        bar.update(1)
-        bar.set_postfix(reward=f"{metrics['reward_mean']:.3f}", loss=f"{metrics['loss']:.4f}")
-
-    return on_step
-
-
 def run_eval(cfg: EvalConfig) -> TaskEval | dict[str, Any]:
-    """Synthetic-task accuracy, or with ``cfg.dataset`` the benchmark's ``result.json`` dict.
+    """Synthetic-task accuracy, or for a benchmark the harness's ``result.json`` dict.
 
     Both load and validate their rows before the model, so bad data fails in seconds.
     """
-    if cfg.dataset:
+    if cfg.is_benchmark:
         from ..evaluation.benchmark import run_benchmark
 
         return run_benchmark(cfg)
-    s = setup(cfg, cfg.seed, cfg.task, cfg.task_seed, cfg.device, cfg)
+    s = setup(cfg, cfg.seed, cfg.dataset, cfg.dataset_seed, cfg.device, cfg)
     result = evaluate_task(
         s.policy.model,
         s.modality,
         s.task,
         s.settings,
         num_prompts=cfg.num_prompts,
-        batch_size=cfg.batch_size,
+        batch_size=cfg.per_device_eval_batch_size,
         seed=cfg.seed,
     )
-    out = Path(cfg.out_dir)
+    out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     record = {
         "task": s.task.name,
@@ -431,7 +295,7 @@ def run_eval(cfg: EvalConfig) -> TaskEval | dict[str, Any]:
 
 
 def run_generate(cfg: GenerateConfig) -> list[dict[str, Any]]:
-    s = setup(cfg, cfg.seed, cfg.task, cfg.task_seed, cfg.device, cfg)
+    s = setup(cfg, cfg.seed, cfg.dataset, cfg.dataset_seed, cfg.device, cfg)
     prompts = cfg.prompts or [r["prompt"] for r in s.task.heldout[: cfg.num_prompts]]
     ids = s.modality.encode_prompts([p for p in prompts for _ in range(cfg.samples)], s.device)
     s.policy.model.eval()

@@ -227,9 +227,10 @@ def sft_loop(
     for step in range(state.step, steps):
         loss = step_loss(step)
         state.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        state.optimizer.step()
+        if loss.requires_grad:  # a small batch can draw no masked token: nothing to learn
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            state.optimizer.step()
         state.scheduler.step()
         state.losses.append(loss.item())
         state.step = step + 1

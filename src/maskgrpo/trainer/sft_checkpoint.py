@@ -1,6 +1,6 @@
 """Checkpoints of an SFT run, so that an interrupted ``maskgrpo sft`` resumes exactly.
 
-An SFT checkpoint is a folder ``<out_dir>/checkpoints/step_<done>/`` laid out like a MaskGRPO
+An SFT checkpoint is a folder ``<output_dir>/checkpoints/step_<done>/`` laid out like a MaskGRPO
 one (:mod:`maskgrpo.trainer.checkpoint`; written to a temporary folder, fsynced, renamed, then
 ``latest`` is replaced): ``model.safetensors`` (and whatever ``write_model`` adds),
 ``optimizer.safetensors`` + ``optimizer.json``, ``scheduler.json``, ``batches.safetensors`` +
@@ -26,6 +26,7 @@ from safetensors.torch import load_file
 from torch import nn
 
 from .. import __version__
+from ..lora import is_lora
 from .checkpoint import (
     CHECKPOINT_FORMAT,
     STATE_FILE,
@@ -52,14 +53,20 @@ log = logging.getLogger(__name__)
 
 # Fields a resumed SFT run must share with its checkpoint: they fix the model, data and batches.
 SFT_FIXED_FIELDS = (
-    "task",
-    "task_seed",
+    "dataset",
+    "dataset_seed",
+    "data_file",
+    "dataset_split",
+    "dataset_columns",
+    "limit",
     "model",
     "dim",
     "n_layers",
     "n_heads",
     "seed",
-    "batch_size",
+    "per_device_train_batch_size",
+    "max_completion_length",
+    "lora_r",
 )
 
 
@@ -122,14 +129,28 @@ def load_sft_checkpoint(
     record = read_trainer_state(folder, kind="sft")
     saved = record["config"]
     for name in SFT_FIXED_FIELDS:
-        if name in saved and config.get(name) != saved[name]:
+        if name not in saved:
+            raise ValueError(
+                f"checkpoint {folder} has no {name!r} in its config: it was written by a "
+                "maskgrpo before the TRL field names; resume it with that version"
+            )
+        if config.get(name) != saved[name]:
             raise ValueError(
                 f"{name}={config.get(name)!r} differs from {saved[name]!r} in checkpoint "
                 f"{folder}; it fixes the model or the batches, so resume with "
                 f"{name}={saved[name]!r}"
             )
     device = next(model.parameters()).device
-    model.load_state_dict(load_file(str(folder / "model.safetensors"), device=str(device)))
+    weights = load_file(str(folder / "model.safetensors"), device=str(device))
+    if is_lora(model):  # the checkpoint holds the adapter's tensors only
+        unexpected = model.load_state_dict(weights, strict=False).unexpected_keys
+        if unexpected:
+            raise ValueError(
+                f"checkpoint {folder} holds tensors the model lacks ({unexpected[:3]}); resume "
+                "with the model and LoRA settings of the interrupted run"
+            )
+    else:
+        model.load_state_dict(weights)
     state.optimizer.load_state_dict(_load_split(folder, "optimizer", device))
     state.scheduler.load_state_dict(json.loads((folder / "scheduler.json").read_text()))
     batches.load_state_dict(_load_split(folder, "batches"))
@@ -152,6 +173,7 @@ def resumable_sft(
     warmup_steps: int,
     weight_decay: float,
     log_every: int,
+    schedule: str = "cosine",
     on_log: Callable[[int, float], None] | None = None,
     on_resume: Callable[[int], None] | None = None,
 ) -> list[float]:
@@ -163,8 +185,9 @@ def resumable_sft(
     message holds the command that resumes the run.
     """
     state = sft_state(
-        model, steps=steps, lr=lr, warmup_steps=warmup_steps, weight_decay=weight_decay
-    )
+        model, steps=steps, lr=lr, warmup_steps=warmup_steps, weight_decay=weight_decay,
+        schedule=schedule,
+    )  # fmt: skip
     if resume:
         folder = resolve_checkpoint(resume, out)
         load_sft_checkpoint(folder, model=model, state=state, batches=batches, config=config)
