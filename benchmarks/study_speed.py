@@ -22,7 +22,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from maskgrpo.config import DemoConfig, TrainConfig
+from maskgrpo.config import DemoConfig, TrainConfig, with_modality_defaults
 from maskgrpo.demo import demo_train_config
 from maskgrpo.grpo import group_advantages
 from maskgrpo.logprobs import view_logprobs
@@ -126,6 +126,7 @@ def sampler_speed(
 
 def step_split(cfg: TrainConfig, repeats: int) -> dict[str, Any]:
     """Median seconds of one MaskGRPO step's parts (rollout, scoring, old/ref, updates)."""
+    cfg = with_modality_defaults(cfg, "text")  # gamma=-1 / strategy=auto as text runs read them
     s = setup(cfg, cfg.seed, cfg.dataset, cfg.dataset_seed, cfg.device, cfg)
     model = s.policy.model.eval()
     rewards = _reward_set(cfg, s.task)

@@ -16,7 +16,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar
+from typing import ClassVar, TypeVar
 
 from .config_io import (
     add_config_arguments,
@@ -41,6 +41,7 @@ __all__ = [
     "add_config_arguments",
     "config_from_args",
     "load_config",
+    "with_modality_defaults",
 ]
 
 DTYPES = ("float32", "bfloat16", "float16")
@@ -52,6 +53,15 @@ LOSS_TYPES = {"dapo": "token", "grpo": "sequence", "dr_grpo": "constant"}
 SCALE_REWARDS = {"group": "zscore", "none": "mean", "rank": "rank"}
 REPORT_TO = ("tensorboard", "none")
 LOCAL_SUFFIXES = (".jsonl", ".json", ".parquet")
+C = TypeVar("C")
+MODALITIES = ("text", "image")
+# What gamma=-1 and strategy=auto mean per modality (MaskGRPO, arXiv 2510.02880, Sec. 4).
+MODALITY_DEFAULTS: dict[str, dict[str, float | str]] = {
+    "text": {"gamma": 0.6, "strategy": "fading"},
+    "image": {"gamma": 0.8, "strategy": "random"},
+}
+IMAGE_SAMPLERS = ("emerge", "maskgit")
+IMAGE_REWARDS = ("geneval", "clip", "none")
 
 _BATCH = (
     "replaced by per_device_train_batch_size and gradient_accumulation_steps (rollouts per "
@@ -288,6 +298,80 @@ class DataConfig:
 
 
 @dataclass
+class ImageConfig:
+    """Text-to-image runs (``modality=image``): prompts, tokenizer, sampler and reward."""
+
+    modality: str = _f("text", "text, or image (text-to-image over discrete image codes).")
+    prompts: str = _f(
+        "",
+        "Image: a prompts file in GenEval's metadata format (tag, include, exclude, prompt per "
+        "line). With the built-in shapes world, a file whose objects the world cannot draw "
+        "(GenEval's COCO classes) gives its tag mix to the world's own prompts.",
+    )
+    image_tokenizer: str = _f(
+        "builtin",
+        "Image: builtin (the shapes world's exact patch quantizer), a diffusers VQModel folder, "
+        "or module:attribute of an object with encode(images)->codes and decode(codes)->images.",
+    )
+    image_reward: str = _f(
+        "geneval",
+        "Image: geneval (the GenEval-style pixel reward, partial + full, extra objects "
+        "penalised), clip (needs clip_model), an http(s):// reward server URL, or none "
+        "(only reward_funcs).",
+    )
+    clip_model: str = _f("", "Image: CLIP hub id or folder for image_reward=clip.")
+    image_sampler: str = _f(
+        "emerge", "Image rollouts: emerge (MaskGRPO, arXiv 2510.02880 Sec. 4) or maskgit."
+    )
+    guidance_scale: float = _f(
+        0.0, "Image classifier-free guidance w, (1+w) cond - w uncond (paper: 3-3.5); 0 = off."
+    )
+    image_heldout_fraction: float = _f(
+        0.5, "Image, built-in world: fraction of each tag's prompts held out for evaluation."
+    )
+
+    def validate_image(self) -> None:
+        check_choice(self, "modality", MODALITIES)
+        check_choice(self, "image_sampler", IMAGE_SAMPLERS)
+        if self.guidance_scale < 0:
+            raise ValueError(f"guidance_scale={self.guidance_scale} must be >= 0 (0 = off)")
+        if not 0 < self.image_heldout_fraction < 1:
+            raise ValueError(
+                f"image_heldout_fraction={self.image_heldout_fraction} must be in (0, 1)"
+            )
+        reward = self.image_reward
+        if reward not in IMAGE_REWARDS and not reward.startswith(("http://", "https://")):
+            raise ValueError(
+                f"image_reward={reward!r} is unknown; choose one of {IMAGE_REWARDS} or an "
+                "http(s):// reward server URL"
+            )
+        if reward == "clip" and not self.clip_model:
+            raise ValueError("image_reward=clip needs --clip-model (a CLIP hub id or folder)")
+        if self.modality != "image":
+            return
+        if not self.prompts:
+            raise ValueError(
+                "modality=image needs --prompts FILE (GenEval metadata format, e.g. "
+                "../shared/data/geneval/evaluation_metadata.jsonl)"
+            )
+        if not Path(self.prompts).is_file():
+            raise ValueError(f"prompts={self.prompts!r} is not a file; pass a GenEval .jsonl")
+
+
+def with_modality_defaults(cfg: C, modality: str) -> C:
+    """``cfg`` with ``gamma=-1`` and ``strategy=auto`` replaced by ``modality``'s values."""
+    import dataclasses
+
+    defaults = MODALITY_DEFAULTS[modality]
+    changes: dict[str, object] = {}
+    if getattr(cfg, "gamma", 0.0) == -1:
+        changes["gamma"] = defaults["gamma"]
+    if getattr(cfg, "strategy", "") == "auto":
+        changes["strategy"] = defaults["strategy"]
+    return dataclasses.replace(cfg, **changes) if changes else cfg  # type: ignore[type-var]
+
+
+@dataclass
 class MaskGRPOConfig(CommonConfig, LoadConfig, SamplingConfig, ScalingConfig):
     """MaskGRPO training (arXiv 2510.02880), in TRL's GRPOConfig vocabulary.
 
@@ -316,11 +400,15 @@ class MaskGRPOConfig(CommonConfig, LoadConfig, SamplingConfig, ScalingConfig):
         4, "Inner updates per rollout batch (the paper's mu: 12 for text, ~8 for images)."
     )
     gamma: float = _f(
-        0.6,
-        "Truncation: inner update j masks r_j = gamma + (1-gamma) j/num_iterations (paper: 0.6 "
-        "text).",
+        -1.0,
+        "Truncation: inner update j masks r_j = gamma + (1-gamma) j/num_iterations; -1 = the "
+        "modality's (paper: 0.6 text, 0.8 images).",
     )
-    strategy: str = _f("fading", f"Re-masking estimator: {', '.join(STRATEGIES)} (paper: fading).")
+    strategy: str = _f(
+        "auto",
+        f"Re-masking estimator: {', '.join(STRATEGIES)}, or auto = the modality's (paper: fading "
+        "for text, random for images).",
+    )
     d1_prompt_prob: float = _f(0.15, "d1 estimator: probability of masking each prompt token.")
     epsilon: float = _f(0.2, "Clip range of the importance ratio.")
     epsilon_high: float = _f(-1.0, "Upper clip range (clip-higher, DAPO); < 0 = epsilon.")
@@ -381,7 +469,9 @@ class MaskGRPOConfig(CommonConfig, LoadConfig, SamplingConfig, ScalingConfig):
         const="latest",
     )
     overwrite: bool = _f(
-        False, "Start over in an output_dir that holds a run (deletes that run's files).", const=True
+        False,
+        "Start over in an output_dir that holds a run (deletes that run's files).",
+        const=True,
     )
 
     def validate(self) -> None:
@@ -395,13 +485,16 @@ class MaskGRPOConfig(CommonConfig, LoadConfig, SamplingConfig, ScalingConfig):
         check_positive(self, "eval_limit", "per_device_eval_batch_size")
         if self.save_total_limit < 0:
             raise ValueError(f"save_total_limit={self.save_total_limit} must be >= 0 (0 = all)")
-        check_choice(self, "strategy", STRATEGIES)
+        check_choice(self, "strategy", ("auto", *STRATEGIES))
         check_choice(self, "scale_rewards", SCALE_REWARDS)
         check_choice(self, "loss_type", LOSS_TYPES)
         check_choice(self, "lr_scheduler_type", ("constant", "cosine", "linear"))
         check_choice(self, "report_to", REPORT_TO)
-        if not 0 <= self.gamma < 1:
-            raise ValueError(f"gamma={self.gamma} must be in [0, 1); the paper uses 0.6 for text")
+        if not (0 <= self.gamma < 1 or self.gamma == -1):
+            raise ValueError(
+                f"gamma={self.gamma} must be in [0, 1) or -1 (the modality's default); the paper "
+                "uses 0.6 for text, 0.8 for images"
+            )
         if not (self.epsilon >= 0 and self.beta >= 0):  # also rejects NaN
             raise ValueError(f"epsilon={self.epsilon} and beta={self.beta} must be >= 0")
         self.validate_batch(int(os.environ.get("WORLD_SIZE", "1")))
@@ -444,7 +537,7 @@ class MaskGRPOConfig(CommonConfig, LoadConfig, SamplingConfig, ScalingConfig):
 
 
 @dataclass
-class TrainConfig(MaskGRPOConfig, ModelConfig, DataConfig):
+class TrainConfig(MaskGRPOConfig, ModelConfig, DataConfig, ImageConfig):
     """MaskGRPO training (arXiv 2510.02880) on a dataset with reward functions.
 
     The fields of MaskGRPOConfig (TRL's GRPOConfig names), plus the model, the data and the
@@ -473,6 +566,9 @@ class TrainConfig(MaskGRPOConfig, ModelConfig, DataConfig):
 
     def validate(self) -> None:
         super().validate()
+        self.validate_image()
+        if self.modality == "image":
+            return  # the rows come from --prompts; the dataset fields are the text path's
         self.validate_data()
         from .datasets.training import check_source, is_builtin
 
@@ -493,7 +589,7 @@ class TrainConfig(MaskGRPOConfig, ModelConfig, DataConfig):
 
 
 @dataclass
-class SFTConfig(CommonConfig, ModelConfig, DataConfig, ScalingConfig):
+class SFTConfig(CommonConfig, ModelConfig, DataConfig, ScalingConfig, ImageConfig):
     """Masked-diffusion SFT (the LLaDA/MDLM objective; the prompt is never masked).
 
     Trains on the dataset's completion column: 'completion', a synthetic task's answer, or a
@@ -525,14 +621,18 @@ class SFTConfig(CommonConfig, ModelConfig, DataConfig, ScalingConfig):
         const="latest",
     )
     overwrite: bool = _f(
-        False, "Start over in an output_dir that holds a run (deletes that run's files).", const=True
+        False,
+        "Start over in an output_dir that holds a run (deletes that run's files).",
+        const=True,
     )
 
     def validate(self) -> None:
         super().validate()
         self.validate_model()
         self.validate_scaling()
-        self.validate_data()
+        self.validate_image()
+        if self.modality != "image":
+            self.validate_data()
         check_positive(self, "max_steps", "per_device_train_batch_size", "learning_rate")
         check_positive(self, "logging_steps")
         check_non_negative(self, "max_completion_length")

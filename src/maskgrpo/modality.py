@@ -55,6 +55,7 @@ class Modality(Protocol):
 class TextModality:
     """Left-padded prompts of a fixed width, completions of ``gen_length`` tokens after them."""
 
+    name = "text"  # gamma=-1 and strategy=auto mean the text defaults (config.MODALITY_DEFAULTS)
     per_row_generators = True  # rollout() accepts one generator per row (process-invariant)
 
     def __init__(self, tokenizer: Any, spec: TokenSpec, prompt_width: int) -> None:

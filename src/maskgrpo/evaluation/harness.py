@@ -203,9 +203,19 @@ def _write_samples(
                 "prompt_index": i // n,
                 "sample_index": i % n,
                 "prompt": prompt,
-                "completion": completion,
+                "completion": _jsonable(completion),
                 "rewards": {name: values[i] for name, values in result.per_function.items()},
                 "total": result.total[i],
                 "passed": passed[i],
             }
             f.write(json.dumps(record) + "\n")
+
+
+def _jsonable(completion: object) -> object:
+    """Text as it is; an image (an array) as a short description of its shape."""
+    if isinstance(completion, str):
+        return completion
+    shape = getattr(completion, "shape", None)
+    if shape is not None:
+        return f"<image {'x'.join(str(int(d)) for d in shape)}>"
+    return str(completion)

@@ -25,8 +25,10 @@ Completions decode through the patch quantizer to uint8 pixels, so rewards score
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Protocol
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 import torch
@@ -38,10 +40,12 @@ from ..sampling import emerge, maskgit
 from ..tokens import TokenSpec
 from .guidance import LogitsFn
 from .tokenizer import PatchQuantizer
+from .words import WordTokenizer
 
 __all__ = [
     "IMAGE_SAMPLERS",
     "ImageModality",
+    "ImageTokenizer",
     "ImageSampling",
     "WithEndOfImage",
     "image_token_spec",
@@ -56,6 +60,27 @@ class PromptTokenizer(Protocol):
     def __len__(self) -> int: ...
 
     def encode(self, text: str) -> list[int]: ...
+
+
+@runtime_checkable
+class ImageTokenizer(Protocol):
+    """Images <-> discrete codes: the built-in :class:`PatchQuantizer`, a diffusers ``VQModel``
+    (:class:`maskgrpo.models.vqmodel.VQImageTokenizer`) or any object with these members.
+
+    ``encode``: uint8 ``(B, H, W, 3)`` -> long ``(B, N)`` codes in ``[0, num_codes)``;
+    ``decode``: codes ``(B, N)`` -> uint8 ``(B, H, W, 3)`` (a tensor or a numpy array).
+    """
+
+    @property
+    def num_codes(self) -> int: ...
+
+    def encode(self, images: Any) -> Tensor: ...
+
+    def decode(self, codes: Tensor) -> Any: ...
+
+
+MODALITY_FILE = "image_modality.json"
+QUANTIZER_FILE = "quantizer.safetensors"
 
 
 def image_token_spec(tokenizer: PromptTokenizer, codebook_size: int) -> TokenSpec:
@@ -89,13 +114,23 @@ class ImageSampling:
 
 
 class ImageModality:
-    """Prompts -> ``[prompt][<soi>]`` ids; rollouts append ``N`` image tokens; decode -> pixels."""
+    """Prompts -> ``[prompt][<soi>]`` ids; rollouts append ``N`` image tokens; decode -> pixels.
+
+    What differs from text lives here and the trainer reads it: the inputs (``encode_prompts``),
+    the sampler and its settings (``sampling``, :meth:`sampler_settings`), the scored vocabulary
+    (``vocab_range``, the codes), the estimator defaults (``name = "image"``: random re-masking,
+    truncation 0.8) and decoding for the reward (``decode``: pixels). Held-out evaluation
+    samples at ``eval_temperature`` (1: GenEval scores sampled images).
+    """
+
+    name = "image"
+    eval_temperature = 1.0
 
     def __init__(
         self,
         tokenizer: PromptTokenizer,
         spec: TokenSpec,
-        quantizer: PatchQuantizer,
+        quantizer: ImageTokenizer,
         *,
         prompt_tokens: int,
         num_tokens: int,
@@ -122,6 +157,78 @@ class ImageModality:
         self.codebook_size: int = spec.codebook_size
         self.soi_id: int = spec.soi_id
         self.vocab_range: tuple[int, int] | None = (self.offset, self.offset + self.codebook_size)
+
+    def sampler_settings(self, args: Any) -> SamplerSettings:
+        """Rollout settings from a training config: the image's ``N`` tokens in one block,
+        ``diffusion_steps`` (0 = one per token) and ``temperature``."""
+        length = getattr(args, "max_completion_length", 0)
+        if length and length != self.num_tokens:
+            raise ValueError(
+                f"max_completion_length={length} differs from the image's {self.num_tokens} "
+                "tokens; set it to 0 (the image's length)"
+            )
+        steps = getattr(args, "diffusion_steps", 0) or self.num_tokens
+        temperature = float(getattr(args, "temperature", 1.0))
+        return SamplerSettings(
+            self.num_tokens, steps, self.num_tokens, temperature, self.sampling.sampler
+        )
+
+    def save_pretrained(self, folder: str | Path) -> None:
+        """Write what rebuilds this modality beside a model: the prompt words, the layout and
+        sampler, and the built-in quantizer (another image tokenizer is named at load time)."""
+        if not isinstance(self.tokenizer, WordTokenizer):
+            raise TypeError(
+                f"saving needs the word tokenizer, not {type(self.tokenizer).__name__}; save the "
+                "model and your tokenizer yourself"
+            )
+        path = Path(folder)
+        path.mkdir(parents=True, exist_ok=True)
+        builtin = isinstance(self.quantizer, PatchQuantizer)
+        record = {
+            "words": self.tokenizer.vocab,
+            "prompt_tokens": self.prompt_width - 1,
+            "num_tokens": self.num_tokens,
+            "codebook_size": self.codebook_size,
+            "sampling": asdict(self.sampling),
+            "quantizer": QUANTIZER_FILE if builtin else None,
+        }
+        (path / MODALITY_FILE).write_text(json.dumps(record, indent=2))
+        if builtin:
+            self.quantizer.save(path / QUANTIZER_FILE)  # type: ignore[union-attr]
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        folder: str | Path,
+        *,
+        quantizer: ImageTokenizer | None = None,
+        sampling: ImageSampling | None = None,
+    ) -> ImageModality:
+        """The modality saved in ``folder``; ``quantizer`` is required when it was not built in."""
+        path = Path(folder)
+        file = path / MODALITY_FILE
+        if not file.is_file():
+            raise ValueError(
+                f"{folder} holds no {MODALITY_FILE}; pass a folder written by maskgrpo sft or "
+                "train with --modality image"
+            )
+        record = json.loads(file.read_text())
+        if quantizer is None:
+            if not record.get("quantizer"):
+                raise ValueError(
+                    f"{folder} was trained with an external image tokenizer; pass it again "
+                    "(--image-tokenizer)"
+                )
+            quantizer = PatchQuantizer.load(path / record["quantizer"])
+        words = WordTokenizer(record["words"])
+        if words.vocab != record["words"]:
+            raise ValueError(f"{file}: the saved word list is not in the tokenizer's order")
+        spec = image_token_spec(words, int(record["codebook_size"]))
+        return cls(
+            words, spec, quantizer, prompt_tokens=int(record["prompt_tokens"]),
+            num_tokens=int(record["num_tokens"]),
+            sampling=sampling or ImageSampling(**record["sampling"]),
+        )  # fmt: skip
 
     @property
     def mask_code(self) -> int:
@@ -212,7 +319,9 @@ class ImageModality:
 
     def decode(self, completions: Tensor) -> list[np.ndarray]:
         """``(B, N)`` image token ids -> ``B`` uint8 ``(H, W, 3)`` images."""
-        return list(self.quantizer.decode(self.to_codes(completions)).numpy())
+        images = self.quantizer.decode(self.to_codes(completions))  # (B, H, W, 3) uint8
+        arr = images.detach().cpu().numpy() if isinstance(images, Tensor) else np.asarray(images)
+        return list(arr)
 
 
 class WithEndOfImage(nn.Module):

@@ -35,6 +35,7 @@ __all__ = [
     "evaluate_spec",
     "geneval_partial_reward",
     "geneval_reward",
+    "is_scorable",
     "label_components",
     "make_geneval_reward",
     "make_no_extra_reward",
@@ -207,7 +208,8 @@ def _parse_spec(spec: dict | str) -> dict:
     return json.loads(spec) if isinstance(spec, str) else spec
 
 
-def _scorable(spec: dict, cfg: WorldConfig) -> bool:
+def is_scorable(spec: dict, cfg: WorldConfig) -> bool:
+    """Whether every class and colour the spec names exists in the world ``cfg``."""
     reqs = list(spec.get("include", [])) + list(spec.get("exclude") or [])
     return all(
         r["class"] in cfg.classes and r.get("color", cfg.colors[0]) in cfg.colors for r in reqs
@@ -229,7 +231,7 @@ def detect_all(
     out: list[tuple[dict, list[Detection]] | None] = []
     for img, raw in zip(completions, spec, strict=True):
         s = _parse_spec(raw)
-        if not _scorable(s, config):
+        if not is_scorable(s, config):
             logger.warning("spec %r names things outside the world; unscorable", s.get("prompt"))
             out.append(None)
             continue

@@ -55,6 +55,7 @@ def train_image_sft(
     weighting: str = "uniform",
     warmup_steps: int = 20,
     weight_decay: float = 0.01,
+    schedule: str = "cosine",
     log_every: int = 50,
     on_log: Callable[[int, float], None] | None = None,
 ) -> list[float]:
@@ -88,7 +89,7 @@ def train_image_sft(
 
     return sft_loop(
         model, step_loss, steps=steps, lr=lr, warmup_steps=warmup_steps,
-        weight_decay=weight_decay, log_every=log_every, on_log=on_log,
+        weight_decay=weight_decay, schedule=schedule, log_every=log_every, on_log=on_log,
     )  # fmt: skip
 
 

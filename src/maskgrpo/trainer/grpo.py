@@ -38,7 +38,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ..config import MaskGRPOConfig
+from ..config import MaskGRPOConfig, with_modality_defaults
 from ..grpo import group_advantages, grpo_loss
 from ..lora import is_lora, reference_policy
 from ..masking import MaskedView, completion_span, mask_ratios, remask, upto_first_eos
@@ -205,12 +205,13 @@ def make_rollout(
     micro = cfg.per_device_train_batch_size
     vocab = modality.vocab_range
     all_seqs = dist.gather_rows(seqs)  # masks drawn over the whole batch, as on one process
-    for j, ratio in enumerate(mask_ratios(cfg.gamma, cfg.num_iterations)):
+    masking = with_modality_defaults(cfg, getattr(modality, "name", "text"))
+    for j, ratio in enumerate(mask_ratios(masking.gamma, cfg.num_iterations)):
         view = remask(
             all_seqs,
             width,
             ratio,
-            cfg.strategy,
+            masking.strategy,
             mask_id=modality.spec.mask_id,
             generator=derive_generator(cfg.seed, step, "mask", j, device=device),
             d1_prompt_prob=cfg.d1_prompt_prob,

@@ -22,8 +22,9 @@ this class adds what a run needs around it: the model and modality, outputs (met
 TensorBoard, samples, plots, a ``summary.json``), checkpoints and exact resumption, SIGINT/SIGTERM
 handling and evaluation on held-out rows.
 
-The trainer takes a ``modality`` (default: text, built from the tokenizer), so image training
-can run through the same class with an image modality.
+The trainer takes a ``modality`` (default: text, built from the tokenizer); image training runs
+through the same class with :class:`maskgrpo.image.modality.ImageModality`, which owns what
+differs (inputs, sampler and settings, the scored code range, decoding to pixels).
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ import yaml
 from torch import nn
 from tqdm.auto import tqdm
 
-from ..config import MaskGRPOConfig
+from ..config import MaskGRPOConfig, with_modality_defaults
 from ..datasets.training import normalise_prompts, rows_from
 from ..lora import autocast_context, is_lora
 from ..modality import Modality, SamplerSettings
@@ -125,6 +126,8 @@ class MaskGRPOTrainer:
     ) -> None:
         self.args = args if args is not None else MaskGRPOConfig()
         self.args.validate()
+        # gamma=-1 / strategy=auto: the modality's (text 0.6 fading, image 0.8 random)
+        self.args = with_modality_defaults(self.args, getattr(modality, "name", "text"))
         if train_dataset is None:
             raise ValueError("train_dataset is required: a datasets.Dataset or a list of dicts")
         self.train_rows, system = normalise_prompts(rows_from(train_dataset), name="train_dataset")
@@ -159,6 +162,9 @@ class MaskGRPOTrainer:
                 width_sets=1 if absolute else None,
             )  # fmt: skip
         self.modality: Modality = modality
+        own_settings = getattr(modality, "sampler_settings", None)
+        if callable(own_settings):  # the modality owns its rollout settings (image: N tokens)
+            self.settings = own_settings(self.args)
         self.state = TrainState()
         self._evaluation: HeldOutEvaluation | None = None
 
@@ -207,6 +213,7 @@ class MaskGRPOTrainer:
                 out_dir=Path(self.args.output_dir), write=dist.is_main(),
                 threshold=self.args.eval_pass_threshold, dataset=getattr(self.args, "dataset", ""),
                 model=self.model_name, system_prompt=self.system_prompt,
+                temperature=getattr(self.modality, "eval_temperature", 0.0),
             )  # fmt: skip
         return self._evaluation
 
@@ -431,6 +438,9 @@ class _Run:
             "model": t.model_name,
             "dataset": getattr(self.args, "dataset", ""),
             "steps": t.state.step,
+            "max_steps": self.args.max_steps,
+            # max_seconds ended the run before max_steps (a time budget, not a fixed length)
+            "stopped_by_max_seconds": t.state.step < self.args.max_steps,
             "seconds": seconds,
             "final_reward": history[-1]["reward_mean"] if history else None,
             "eval": evals[-1] if evals else None,

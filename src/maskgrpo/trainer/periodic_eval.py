@@ -1,7 +1,8 @@
 """Evaluation during training through the evaluation harness (:mod:`maskgrpo.evaluation`).
 
 Every ``eval_every`` steps (and after the last, and before the first with ``eval_on_start``)
-the policy completes the held-out rows greedily, one sample each, with the training sampler's
+the policy completes the held-out rows greedily (an image modality samples at its
+``eval_temperature``, as GenEval scores sampled images), one sample each, with the training sampler's
 length and steps; the harness scores them with the reward set and writes
 ``eval/step_<n>/samples.jsonl`` and ``result.json``. A completion passes when the first reward
 reaches its full credit (the built-in rewards' maximum, else 1.0) or ``eval_pass_threshold``,
@@ -36,7 +37,8 @@ EVAL_KEYS = ("eval_accuracy", "eval_accuracy_ci95_low", "eval_accuracy_ci95_high
 
 
 class HeldOutEvaluation:
-    """Greedy pass@1 of a policy on fixed held-out rows, with its interval and mean reward."""
+    """Pass@1 of a policy on fixed held-out rows (greedy unless ``temperature`` > 0, then seeded
+    samples), with its interval and mean reward."""
 
     def __init__(
         self,
@@ -52,12 +54,13 @@ class HeldOutEvaluation:
         dataset: str = "",
         model: str = "",
         system_prompt: str = "",
+        temperature: float = 0.0,
     ) -> None:
         if not rows:
             raise ValueError("evaluation needs held-out rows; pass eval_dataset or eval_every=0")
         self.rows = rows
         self.rewards = rewards
-        self.settings = dataclasses.replace(settings, temperature=0.0)
+        self.settings = dataclasses.replace(settings, temperature=temperature)
         first = rewards.names[0]
         self.criterion = PassCriterion(first, threshold or KNOWN_MAXIMA.get(first, 1.0))
         self.seed = seed
@@ -68,7 +71,7 @@ class HeldOutEvaluation:
             gen_length=self.settings.gen_length,
             steps=self.settings.steps,
             block_length=self.settings.block_length,
-            temperature=0.0,
+            temperature=temperature,
             n_samples=1,
             seed=seed,
             model=model,

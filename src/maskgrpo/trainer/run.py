@@ -121,6 +121,10 @@ def run_sft(cfg: SFTConfig) -> dict[str, Any]:
     """
     from .sft_data import load_sft_policy, sft_batches
 
+    if cfg.modality == "image":
+        from .image_run import run_image_sft
+
+        return run_image_sft(cfg)
     data = load_training_data(cfg, need_eval=False, sft=True)
     out = Path(cfg.output_dir)
     prepare_output_dir(out, resume=bool(cfg.resume), overwrite=cfg.overwrite)
@@ -186,6 +190,10 @@ def run_train(cfg: TrainConfig, *, policy: Policy | None = None) -> dict[str, An
     where its checkpoint stopped; SIGINT/SIGTERM stop it with a checkpoint
     (:class:`TrainingInterrupted`).
     """
+    if cfg.modality == "image":  # the image set-up, then the same trainer
+        from .image_run import run_image_train
+
+        return run_image_train(cfg)
     if policy is None:  # --resume <LoRA output folder>: a new run continuing its adapter
         _, cfg = lora_resume(cfg, cfg.model)
     data = load_training_data(cfg, need_eval=bool(cfg.eval_every))
