@@ -98,9 +98,7 @@ def _make_accelerator(processes: int) -> Any:
         from accelerate import Accelerator
         from accelerate.utils import DistributedType, InitProcessGroupKwargs
     except ImportError:
-        raise ImportError(
-            "a multi-process launch needs accelerate: pip install accelerate"
-        ) from None
+        raise ImportError("a multi-process launch needs accelerate: pip install accelerate") from None
     deepspeed = _flag("ACCELERATE_USE_DEEPSPEED")
     fsdp = _flag("ACCELERATE_USE_FSDP")
     handlers = []
@@ -131,9 +129,7 @@ def _make_accelerator(processes: int) -> Any:
             "be synchronised. Launch with `accelerate launch` and a config from "
             "configs/accelerate/ (add ACCELERATE_USE_CPU=1 for CPU processes)"
         )
-    log.info(
-        "process %d of %d: %s", acc.process_index, acc.num_processes, describe_accelerator(acc)
-    )
+    log.info("process %d of %d: %s", acc.process_index, acc.num_processes, describe_accelerator(acc))
     return acc
 
 
@@ -189,9 +185,7 @@ def describe_accelerator(acc: Any) -> dict[str, Any]:
     if kind == DistributedType.FSDP:
         plugin = acc.state.fsdp_plugin
         if plugin.fsdp_version == 2:
-            sharding = "fsdp2_" + (
-                "full_shard" if plugin.reshard_after_forward else "shard_grad_op"
-            )
+            sharding = "fsdp2_" + ("full_shard" if plugin.reshard_after_forward else "shard_grad_op")
         else:
             sharding = "fsdp1_" + str(getattr(plugin.sharding_strategy, "name", "")).lower()
     elif kind == DistributedType.DEEPSPEED:
@@ -390,3 +384,4 @@ def clip_grad_norm(model: nn.Module, max_norm: float) -> float:
         return float(torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm))
     norm = acc.clip_grad_norm_(model.parameters(), max_norm)
     return float("nan") if norm is None else float(norm)
+
