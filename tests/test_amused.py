@@ -1,8 +1,7 @@
-"""aMUSEd adapter: samplers, masked-view log-probs and one MaskGRPO update on tiny random models."""
+"""aMUSEd through the one training loop: samplers, and MaskGRPO steps of ``train_grpo`` on tiny
+random ``UVit2DModel`` + ``VQModel`` models."""
 
 from __future__ import annotations
-
-import copy
 
 import pytest
 import torch
@@ -11,15 +10,19 @@ diffusers = pytest.importorskip(
     "diffusers", reason="diffusers is not installed; pip install -c constraints.txt diffusers"
 )
 
-from maskgrpo.grpo import group_advantages  # noqa: E402
+import numpy as np  # noqa: E402
+
+from maskgrpo.config import TrainConfig  # noqa: E402
 from maskgrpo.image.amused import (  # noqa: E402
     AmusedConditioning,
-    amused_grpo_update,
     amused_logits_fn,
-    amused_logprobs,
+    amused_policy,
     decode_codes,
 )
+from maskgrpo.image.modality import ImageSampling  # noqa: E402
+from maskgrpo.rewards.combine import RewardSet  # noqa: E402
 from maskgrpo.sampling import emerge  # noqa: E402
+from maskgrpo.trainer.grpo import make_rollout, train_grpo  # noqa: E402
 
 K, H, W = 16, 4, 4  # codebook size, latent grid
 
@@ -72,49 +75,10 @@ def test_logits_fn_feeds_the_emerge_sampler() -> None:
     assert int(res.codes.max()) < K and int(res.codes.min()) >= 0
 
 
-def test_logprobs_only_at_scored_cells() -> None:
-    model = tiny_transformer()
-    codes = torch.randint(0, K, (2, H * W), generator=torch.Generator().manual_seed(0))
-    scored = torch.zeros_like(codes, dtype=torch.bool)
-    scored[:, :5] = True
-    noisy = codes.masked_fill(scored, K)
-    logp = amused_logprobs(model, conditioning(2), noisy, codes, scored, H, W)
-    assert logp.shape == (2, H * W)
-    assert bool((logp[:, 5:] == 0).all()) and bool((logp[:, :5] < 0).all())
-
-
-def test_one_grpo_update_changes_parameters() -> None:
-    model = tiny_transformer()
-    ref = copy.deepcopy(model)
-    before = [p.detach().clone() for p in model.parameters()]
-    codes = torch.randint(0, K, (4, H * W), generator=torch.Generator().manual_seed(1))
-    adv = group_advantages([1.0, 0.0, 0.5, 0.2], group_size=4)
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
-    stats = amused_grpo_update(
-        model,
-        opt,
-        conditioning(4),
-        codes,
-        adv,
-        mask_id=K,
-        height=H,
-        width=W,
-        seed=0,
-        step=0,
-        mu=2,
-        beta=0.01,
-        ref_model=ref,
-    )
-    assert stats and all(s.tokens > 0 for s in stats)
-    assert stats[0].clip_fraction == 0.0  # ratio exactly 1 before the first update
-    changed = any(not torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))
-    assert changed
-
-
-def test_decode_codes_gives_uint8_pixels() -> None:
+def tiny_vq() -> torch.nn.Module:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
-        vq = diffusers.VQModel(
+        return diffusers.VQModel(
             block_out_channels=(8,),
             norm_num_groups=4,
             latent_channels=4,
@@ -122,5 +86,69 @@ def test_decode_codes_gives_uint8_pixels() -> None:
             lookup_from_codebook=True,
             sample_size=H,
         ).eval()
-    images = decode_codes(vq, torch.randint(0, K, (2, H * W)), H, W)
+
+
+def brightness(prompts: list, completions: list, **_: object) -> list[float | None]:
+    """A reward that differs between images, so advantages are non-zero."""
+    return [float(np.asarray(img, dtype=np.float64).mean() / 255.0) for img in completions]
+
+
+PROMPTS = ["a red cube", "a blue ball", "a green cone"]
+
+
+def amused_parts(guidance: float = 1.0) -> tuple:
+    cond = {p: conditioning(1, seed=i + 1) for i, p in enumerate(PROMPTS)}
+    return amused_policy(
+        tiny_transformer(), tiny_vq(), cond, conditioning(1, seed=0), height=H, width=W,
+        sampling=ImageSampling("emerge", guidance),
+    )  # fmt: skip
+
+
+def amused_config(**kw: object) -> TrainConfig:
+    args: dict = dict(
+        max_steps=1, per_device_train_batch_size=6, num_generations=3, num_iterations=2,
+        beta=0.01, learning_rate=1e-2, temperature=1.0, diffusion_steps=4, sample_every=0,
+        max_completion_length=H * W,
+    )  # fmt: skip
+    args.update(kw)
+    return TrainConfig(**args)
+
+
+def test_amused_takes_a_maskgrpo_step_through_train_grpo() -> None:
+    policy, modality = amused_parts()
+    settings = modality.sampler_settings(amused_config())
+    rows = [{"prompt": p} for p in PROMPTS]
+    rewards = RewardSet([brightness])
+    ro = make_rollout(amused_config(), 0, policy, None, modality, rows[:2], rewards, settings)
+    assert ro.vocab_range == modality.vocab_range and ro.prompt_width == 2
+    assert bool(ro.advantages.abs().sum() > 0)  # the rollouts differ: a learning signal
+    assert all(isinstance(c, np.ndarray) and c.dtype == np.uint8 for c in ro.completions)
+    for view in ro.views:  # only image codes are re-masked (random, truncation 0.8)
+        assert not bool(view.scored[0][:, :2].any()) and bool(view.scored[0].any())
+    before = [p.detach().clone() for p in policy.transformer.parameters()]
+    history = train_grpo(amused_config(), policy, modality, rows, rewards, settings)
+    assert len(history) == 1 and history[0]["tokens_scored"] > 0
+    after = list(policy.transformer.parameters())
+    assert any(not torch.equal(a, b) for a, b in zip(before, after, strict=True))
+
+
+def test_amused_policy_scores_codes_only_and_reads_each_rows_conditioning() -> None:
+    policy, modality = amused_parts(guidance=0.0)
+    ids = modality.encode_prompts(["a red cube", "a blue ball"], torch.device("cpu"))  # (2, 2)
+    codes = torch.randint(0, K, (2, H * W), generator=torch.Generator().manual_seed(0))
+    seq = torch.cat([ids, codes + modality.offset], dim=1)
+    logits = policy(seq).logits  # (2, 2 + N, V)
+    lo, hi = modality.vocab_range
+    assert logits.shape == (2, 2 + H * W, modality.spec.vocab_size)
+    assert bool((logits[:, :2] == 0).all()) and bool((logits[:, 2:, :lo] == 0).all())
+    same = torch.cat([ids[:1], codes[:1] + modality.offset], dim=1).repeat(2, 1)
+    swapped = torch.cat([ids.flip(0), codes[:1].repeat(2, 1) + modality.offset], dim=1)
+    # the prompt changes the logits of the same codes: each row reads its own conditioning
+    assert not torch.allclose(policy(same).logits[0], policy(swapped).logits[0])
+    direct = amused_logits_fn(policy.transformer, conditioning(1, seed=1), H, W)(codes[:1])
+    assert torch.allclose(policy(same).logits[0, 2:, lo:hi], direct[0], atol=1e-5)
+
+
+def test_decode_codes_gives_uint8_pixels() -> None:
+    images = decode_codes(tiny_vq(), torch.randint(0, K, (2, H * W)), H, W)
     assert len(images) == 2 and images[0].dtype.name == "uint8" and images[0].shape[-1] == 3

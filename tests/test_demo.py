@@ -27,6 +27,7 @@ def test_demo_writes_summary_and_plots(tmp_path: Path) -> None:
     summary = json.loads((out / "summary.json").read_text())
     assert summary["task"] == "running_sums"
     assert summary["steps"] == 2 and summary["sft_steps"] == 50
+    assert summary["max_steps"] == 2 and summary["stopped_by_max_seconds"] is False
     assert summary["seconds"] > 0 and math.isfinite(summary["seconds"])
     for phase in ("base", "final"):
         result = summary[phase]
@@ -51,9 +52,10 @@ def test_demo_defaults_follow_the_modality_and_explicit_values_win() -> None:
     from maskgrpo.config import DemoConfig
 
     text, image = DemoConfig(), DemoConfig(modality="image")
-    assert (text.step_count, text.budget_seconds, text.eval_count) == (600, 540.0, 1000)
-    assert (image.step_count, image.budget_seconds, image.eval_count) == (1000, 780.0, 2000)
-    mine = DemoConfig(modality="image", grpo_steps=7, max_seconds=0.0, eval_prompts=9)
-    assert (mine.step_count, mine.budget_seconds, mine.eval_count) == (7, 0.0, 9)
-    with pytest.raises(ValueError, match="max_seconds=-2"):
-        DemoConfig(max_seconds=-2.0).validate()
+    # a fixed number of steps by default: no time budget, so load cannot change the result
+    assert (text.step_count, text.budget_seconds, text.eval_count) == (600, 0.0, 1000)
+    assert (image.step_count, image.budget_seconds, image.eval_count) == (1000, 0.0, 2000)
+    mine = DemoConfig(modality="image", grpo_steps=7, max_seconds=60.0, eval_prompts=9)
+    assert (mine.step_count, mine.budget_seconds, mine.eval_count) == (7, 60.0, 9)
+    with pytest.raises(ValueError, match="max_seconds=-1"):
+        DemoConfig(max_seconds=-1.0).validate()

@@ -186,7 +186,6 @@ def test_sft_eval_and_diversity(setup: tuple) -> None:
 
 def test_image_demo_smoke(tmp_path: Path) -> None:
     recipe = ImageRecipe(
-        codebook_size=32,
         tags=("colors",),
         dim=32,
         n_layers=1,
@@ -197,14 +196,17 @@ def test_image_demo_smoke(tmp_path: Path) -> None:
         prompts_per_step=2,
         group_size=2,
         mu=1,
+        eval_limit=4,
         diversity_prompts=2,
         grid_prompts=3,
+        train_prompts=64,
     )
-    cfg = DemoConfig(output_dir=str(tmp_path), eval_prompts=4, grpo_steps=1, max_seconds=0.0)
+    cfg = DemoConfig(output_dir=str(tmp_path), eval_prompts=4, grpo_steps=1)
     lines: list[str] = []
     summary = run_image_demo(cfg, lines.append, recipe)
     saved = json.loads((tmp_path / "summary.json").read_text())
-    assert saved["steps"] == summary["steps"] == 1
+    assert saved["steps"] == summary["steps"] == 1 and saved["max_steps"] == 1
+    assert saved["stopped_by_max_seconds"] is False
     for key in ("task", "base", "final", "steps", "seconds"):
         assert key in saved
     assert {"accuracy", "reward"} <= set(saved["base"]) and {"accuracy", "reward"} <= set(
@@ -213,3 +215,10 @@ def test_image_demo_smoke(tmp_path: Path) -> None:
     assert set(saved["diversity_at_base"]) == {"emerge", "maskgit"}
     assert (tmp_path / "samples.png").stat().st_size > 0
     assert any("base" in line for line in lines)
+    # the demo is the user's path: its SFT and training configs rerun as they are
+    for config in saved["configs"]:
+        assert Path(config).is_file()
+    train_cfg = (tmp_path / "grpo" / "train_config.yaml").read_text()
+    assert "modality: image" in train_cfg and "gamma: 0.8" in train_cfg
+    assert "strategy: random" in train_cfg
+    assert saved["evals_during_training"]  # the trainer's held-out evaluation ran

@@ -140,7 +140,8 @@ def run_demo(cfg: DemoConfig, say: Callable[[str], None]) -> dict[str, Any]:
     )
     say(_report("base ", base))
     save_policy(policy, out / "base_model")
-    # The whole demo keeps to cfg.budget_seconds: MaskGRPO gets what SFT and evaluation left over.
+    # A fixed number of steps unless a budget is asked for: then MaskGRPO gets what SFT and
+    # evaluation left over, and the summary says whether the budget cut it short.
     elapsed = time.time() - started
     grpo_seconds = (
         max(30.0, cfg.budget_seconds - elapsed - FINAL_EVAL_RESERVE) if cfg.budget_seconds else 0.0
@@ -164,6 +165,8 @@ def run_demo(cfg: DemoConfig, say: Callable[[str], None]) -> dict[str, Any]:
         "base": base.as_dict(),
         "final": final.as_dict(),
         "steps": result["steps"],
+        "max_steps": result["max_steps"],
+        "stopped_by_max_seconds": result["stopped_by_max_seconds"],
         "sft_steps": sft_steps,
         "seconds": time.time() - started,
         "grpo_seconds": result["seconds"],
@@ -172,8 +175,10 @@ def run_demo(cfg: DemoConfig, say: Callable[[str], None]) -> dict[str, Any]:
         "checkpoint": result["checkpoint"],
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    cut = " (cut short by max_seconds)" if result["stopped_by_max_seconds"] else ""
     say(
-        f"MaskGRPO: {result['steps']} steps in {result['seconds']:.0f} s; total {summary['seconds']:.0f} s"
+        f"MaskGRPO: {result['steps']} of {result['max_steps']} steps in {result['seconds']:.0f} s"
+        f"{cut}; total {summary['seconds']:.0f} s"
     )
     say(f"plots: {result['plot']}, {accuracy_plot}")
     say(f"summary: {out / 'summary.json'}")

@@ -3,18 +3,23 @@
 aMUSEd (Patil et al. 2024) predicts VQGAN codes on an ``h x w`` latent grid from text
 conditioning: CLIP hidden states (``encoder_hidden_states``), a pooled text embedding and
 micro-conditioning (original size, crop offsets, aesthetic score; five numbers per image). The
-mask token id is ``codebook_size`` (the first id past the codes). This adapter gives the samplers
-a ``logits_fn`` over the flattened grid, scores log-probs of codes on masked views (the MaskGRPO
-estimator, random re-masking with truncation 0.8), runs one MaskGRPO update batch, and decodes
-codes to uint8 pixels through the VQ model so rewards score pixels.
+mask token id is ``codebook_size`` (the first id past the codes).
 
-Left to the caller: text encoding (run the pipeline's CLIP text encoder and keep the
-conditional and empty-prompt embeddings as :class:`AmusedConditioning`), LoRA wrapping, and
-mixed precision. The ratio targets the unguided conditional model (see ``docs/image.md``).
+:func:`amused_policy` wraps the transformer as a model over the image modality's sequences
+(:class:`AmusedPolicy`) and builds that :class:`~maskgrpo.image.modality.ImageModality` with the
+VQ model as its image tokenizer, so aMUSEd trains through the same loop as every other model
+(``train_grpo`` / ``MaskGRPOTrainer``): emerge or MaskGIT rollouts with guidance, random
+re-masking with truncation 0.8, log-probs over the codes, pixels decoded for the reward.
+:func:`amused_logits_fn` gives the samplers a ``logits_fn`` over the flattened grid directly.
+
+Left to the caller: text encoding (run the pipeline's CLIP text encoder and keep each prompt's
+and the empty prompt's embeddings as :class:`AmusedConditioning`), LoRA wrapping, and mixed
+precision. The ratio targets the unguided conditional model (see ``docs/image.md``).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,17 +27,18 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from ..grpo import grpo_loss
-from ..masking import mask_ratios, remask
-from ..rng import derive_generator
+from ..models.tiny import MaskedLMOutput
+from ..models.vqmodel import VQImageTokenizer
+from ..tokens import TokenSpec
 from .guidance import LogitsFn
+from .modality import ImageModality, ImageSampling, image_token_spec
 
 __all__ = [
     "AmusedConditioning",
-    "AmusedStepStats",
-    "amused_grpo_update",
+    "AmusedPolicy",
+    "AmusedPrompts",
     "amused_logits_fn",
-    "amused_logprobs",
+    "amused_policy",
     "decode_codes",
 ]
 
@@ -85,81 +91,122 @@ def amused_logits_fn(
     return fn
 
 
-def amused_logprobs(
-    transformer: nn.Module,
-    cond: AmusedConditioning,
-    noisy: Tensor,
-    targets: Tensor,
-    scored: Tensor,
-    height: int,
-    width: int,
-) -> Tensor:
-    """``log pi(targets | noisy, cond)`` at ``scored`` cells, float32 ``(B, N)``, 0 elsewhere."""
-    logits = code_logits(transformer, cond, noisy, height, width).float()  # (B, N, K)
-    logp = torch.log_softmax(logits, dim=-1).gather(-1, targets.unsqueeze(-1)).squeeze(-1)
-    return torch.where(scored, logp, torch.zeros_like(logp))
+class AmusedPrompts:
+    """The prompt "tokenizer" of an aMUSEd run: one id per known prompt (its row in the
+    conditioning table), ``""`` (the unconditional prompt) encodes to nothing."""
 
+    def __init__(self, prompts: Sequence[str]) -> None:
+        unique = list(dict.fromkeys(prompts))
+        if not unique or any(not p for p in unique):
+            raise ValueError("AmusedPrompts needs non-empty prompts (the rows' prompt column)")
+        self.pad_token_id, self.eos_token_id, self.mask_token_id = 0, 1, 2
+        self.first_prompt_id = 3
+        self.prompts = unique
+        self._index = {p: self.first_prompt_id + i for i, p in enumerate(unique)}
 
-@dataclass(frozen=True)
-class AmusedStepStats:
-    loss: float
-    kl: float
-    clip_fraction: float
-    tokens: int
+    def __len__(self) -> int:
+        return self.first_prompt_id + len(self.prompts)
 
+    def encode(self, text: str) -> list[int]:
+        if not text:
+            return []
+        if text not in self._index:
+            raise ValueError(
+                f"prompt {text[:60]!r} has no text conditioning; encode it with the pipeline's "
+                "text encoder and pass it to amused_policy"
+            )
+        return [self._index[text]]
 
-def amused_grpo_update(
-    transformer: nn.Module,
-    optimizer: torch.optim.Optimizer,
-    cond: AmusedConditioning,
-    codes: Tensor,
-    advantages: Tensor,
-    *,
-    mask_id: int,
-    height: int,
-    width: int,
-    seed: int,
-    step: int,
-    mu: int = 8,
-    gamma: float = 0.8,
-    eps: float = 0.2,
-    beta: float = 0.0,
-    ref_model: nn.Module | None = None,
-    max_grad_norm: float = 1.0,
-) -> list[AmusedStepStats]:
-    """The ``mu`` MaskGRPO updates of one rollout batch: codes ``(B, N)``, advantages ``(B,)``.
-
-    View ``j`` re-masks each code with probability ``r_j`` (random re-masking, truncation
-    ``gamma``; MaskGRPO Sec. 4) from a generator seeded by ``(seed, step, "mask", j)``; old and
-    reference log-probs are computed on the same views before the first update.
-    """
-    if beta > 0 and ref_model is None:
-        raise ValueError(f"beta={beta} > 0 needs ref_model; pass a frozen copy or set beta=0")
-    transformer.eval()  # dropout off: the ratio is exactly 1 at the first update
-    views, old, ref = [], [], []
-    with torch.no_grad():
-        for j, ratio in enumerate(mask_ratios(gamma, mu)):
-            gen = derive_generator(seed, step, "mask", j, device=codes.device)
-            view = remask(codes, 0, ratio, "random", mask_id=mask_id, generator=gen)
-            noisy, scored = view.noisy_ids[0], view.scored[0]  # (B, N)
-            views.append((noisy, scored))
-            old.append(amused_logprobs(transformer, cond, noisy, codes, scored, height, width))
-            if ref_model is not None:
-                ref.append(amused_logprobs(ref_model, cond, noisy, codes, scored, height, width))
-    stats = []
-    for j, (noisy, scored) in enumerate(views):
-        if not bool(scored.any()):
-            continue  # nothing masked in this view: no update
-        logp = amused_logprobs(transformer, cond, noisy, codes, scored, height, width)
-        loss, st = grpo_loss(
-            logp, old[j], advantages, scored, ref_logp=ref[j] if ref else None, beta=beta, eps=eps
+    def decode(self, ids: list[int]) -> str:
+        return " ".join(
+            self.prompts[i - self.first_prompt_id] for i in ids if i in self._index.values()
         )
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(transformer.parameters(), max_grad_norm)
-        optimizer.step()
-        stats.append(AmusedStepStats(float(loss.detach()), st.kl, st.clip_fraction, st.tokens))
-    return stats
+
+
+class AmusedPolicy(nn.Module):
+    """A ``UVit2DModel`` seen through the image modality's layout ``[prompt id][<soi>][codes]``.
+
+    The prompt id picks the row's text conditioning from a fixed table (row 0: the empty prompt,
+    for guidance); the codes (unified ids) go to the transformer as its grid, the spec's mask id
+    as aMUSEd's (``codebook_size``). Logits come back in the unified layout, the code logits at
+    the code ids and zeros elsewhere (the modality restricts the softmax to the codes). The
+    trainer, sampler and log-probs then run on aMUSEd exactly as on any other model.
+    """
+
+    maskgrpo_head_split = False  # the logits are assembled here, not a linear head
+
+    def __init__(
+        self,
+        transformer: nn.Module,
+        spec: TokenSpec,
+        table: AmusedConditioning,
+        *,
+        first_prompt_id: int,
+        height: int,
+        width: int,
+    ) -> None:
+        super().__init__()
+        if spec.image_offset is None or spec.codebook_size is None:
+            raise ValueError("the token spec has no image fields; build it with image_token_spec")
+        self.transformer = transformer
+        self.spec = spec
+        self.first_prompt_id = first_prompt_id
+        self.height, self.width = height, width
+        self.register_buffer("hidden", table.encoder_hidden_states, persistent=False)
+        self.register_buffer("pooled", table.pooled_text_emb, persistent=False)
+        self.register_buffer("micro", table.micro_conds, persistent=False)
+
+    def forward(self, input_ids: Tensor, attention_mask: Tensor | None = None) -> MaskedLMOutput:
+        offset, k = self.spec.image_offset, self.spec.codebook_size
+        assert offset is not None and k is not None
+        n = self.height * self.width
+        slot = input_ids[:, -n - 2]  # the prompt id before <soi>; pad = the empty prompt
+        rows = torch.where(slot >= self.first_prompt_id, slot - self.first_prompt_id + 1, 0)
+        ids = input_ids[:, -n:]  # (B, N)
+        codes = torch.where(ids == self.spec.mask_id, k, ids - offset).clamp(0, k)
+        cond = AmusedConditioning(self.hidden[rows], self.pooled[rows], self.micro[rows])
+        logits = code_logits(self.transformer, cond, codes, self.height, self.width)  # (B, N, K)
+        out = logits.new_zeros((*input_ids.shape, self.spec.vocab_size))  # (B, L, V)
+        out[:, -n:, offset : offset + k] = logits
+        return MaskedLMOutput(out)
+
+    def save_pretrained(self, path: str, **kwargs: object) -> None:
+        self.transformer.save_pretrained(path, **kwargs)  # type: ignore[operator]
+
+
+def amused_policy(
+    transformer: nn.Module,
+    vqvae: nn.Module,
+    conditioning: dict[str, AmusedConditioning],
+    empty: AmusedConditioning,
+    *,
+    height: int,
+    width: int,
+    sampling: ImageSampling | None = None,
+) -> tuple[AmusedPolicy, ImageModality]:
+    """The policy and image modality of an aMUSEd run, ready for ``train_grpo`` or
+    ``MaskGRPOTrainer(..., modality=...)``.
+
+    ``conditioning`` maps each training prompt to its one-row conditioning (the pipeline's CLIP
+    text encoder output, micro-conditioning), ``empty`` is the empty prompt's (guidance).
+    """
+    prompts = AmusedPrompts(list(conditioning))
+    vq = VQImageTokenizer(vqvae, grid=(height, width))
+    spec = image_token_spec(prompts, vq.num_codes)
+    rows = [empty] + [conditioning[p] for p in prompts.prompts]
+    table = AmusedConditioning(
+        torch.cat([r.encoder_hidden_states for r in rows]),
+        torch.cat([r.pooled_text_emb for r in rows]),
+        torch.cat([r.micro_conds for r in rows]),
+    )
+    policy = AmusedPolicy(
+        transformer, spec, table, first_prompt_id=prompts.first_prompt_id, height=height,
+        width=width,
+    )  # fmt: skip
+    modality = ImageModality(
+        prompts, spec, vq, prompt_tokens=1, num_tokens=height * width, sampling=sampling
+    )
+    return policy, modality
 
 
 @torch.no_grad()

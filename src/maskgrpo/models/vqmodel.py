@@ -22,7 +22,7 @@ __all__ = ["VQImageTokenizer", "load_vq_tokenizer"]
 class VQImageTokenizer:
     """``encode``: uint8 ``(B, H, W, 3)`` -> ``(B, N)`` codes; ``decode``: back to uint8 pixels."""
 
-    def __init__(self, vqvae: nn.Module) -> None:
+    def __init__(self, vqvae: nn.Module, *, grid: tuple[int, int] | None = None) -> None:
         config: Any = getattr(vqvae, "config", None)
         if config is None or not hasattr(config, "num_vq_embeddings"):
             raise ValueError(
@@ -31,7 +31,7 @@ class VQImageTokenizer:
         self.vqvae = vqvae.eval()
         self._num_codes = int(config.num_vq_embeddings)
         self._channels = int(config.latent_channels)
-        self._grid: tuple[int, int] | None = None  # (h, w) of the last encoded images
+        self._grid = grid  # (h, w) of the latent grid; set by encode when not given
 
     @property
     def num_codes(self) -> int:
