@@ -12,6 +12,7 @@ from maskgrpo.image.reward import (
     evaluate_spec,
     geneval_partial_reward,
     geneval_reward,
+    label_components,
     make_geneval_reward,
     make_no_extra_reward,
     score_by_tag,
@@ -219,3 +220,51 @@ def test_penalise_extra_scales_geneval_scores_by_requested_over_detected() -> No
     assert strict(["p"] * 2, [clean, crowded], spec=[spec] * 2) == [1.0, 0.5]  # 2 asked / 4
     assert strict_partial(["p"], [crowded], spec=[spec]) == [0.5]
     assert strict.__name__ == "geneval_reward_no_extra"
+
+
+def _flood_fill_labels(classes: np.ndarray) -> np.ndarray:
+    """Reference: 8-connected components by breadth-first search, labelled by their smallest
+    flat index (the labelling ``label_components`` uses), -1 for background."""
+    h, w = classes.shape
+    out = np.full((h, w), -1, dtype=np.int64)
+    for start in range(h * w):
+        y0, x0 = divmod(start, w)
+        if classes[y0, x0] < 0 or out[y0, x0] >= 0:
+            continue
+        out[y0, x0] = start  # row-major order: the first pixel met is the smallest index
+        queue = [(y0, x0)]
+        while queue:
+            y, x = queue.pop()
+            for dy in (-1, 0, 1):
+                for dx in (-1, 0, 1):
+                    ny, nx = y + dy, x + dx
+                    if 0 <= ny < h and 0 <= nx < w and out[ny, nx] < 0:
+                        if classes[ny, nx] == classes[y, x]:
+                            out[ny, nx] = start
+                            queue.append((ny, nx))
+    return out
+
+
+def _random_classes(seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    # sparse random colour classes: many diagonal links, nested and touching components
+    return np.where(rng.random((23, 31)) < 0.45, rng.integers(0, 3, (23, 31)), -1)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_connected_components_match_a_flood_fill(seed: int) -> None:
+    classes = _random_classes(seed)
+    assert np.array_equal(label_components(classes), _flood_fill_labels(classes))
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_connected_components_match_scipy(seed: int) -> None:
+    ndimage = pytest.importorskip("scipy.ndimage")
+    classes = _random_classes(seed)
+    ours = label_components(classes)
+    for value in range(3):  # scipy labels one class at a time: the same partition
+        mask = classes == value
+        theirs, count = ndimage.label(mask, structure=np.ones((3, 3), dtype=int))
+        assert len(np.unique(ours[mask])) == count
+        for k in range(1, count + 1):
+            assert len(np.unique(ours[theirs == k])) == 1

@@ -5,19 +5,18 @@ extra JSON-serialisable columns the caller forwards; the server answers ``{"rewa
 null]}`` of the same length. Standard library only (``urllib``): per-request timeout, retries
 with exponential backoff on network errors, timeouts and 5xx/429 answers, and ``None``
 ("unscorable", left out of the group baseline) for every item of a batch that still fails.
-Nothing is ever unpickled. Images are encoded by a minimal PNG writer (8-bit RGB, no filter).
+Nothing is ever unpickled. Images are encoded as 8-bit RGB PNG by Pillow.
 """
 
 from __future__ import annotations
 
 import base64
+import io
 import json
 import logging
-import struct
 import time
 import urllib.error
 import urllib.request
-import zlib
 from collections.abc import Sequence
 from typing import Any
 
@@ -29,25 +28,16 @@ __all__ = ["HttpReward", "encode_png", "png_base64"]
 logger = logging.getLogger(__name__)
 
 
-def _chunk(kind: bytes, data: bytes) -> bytes:
-    body = kind + data
-    return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body) & 0xFFFFFFFF)
-
-
 def encode_png(image: np.ndarray | torch.Tensor) -> bytes:
-    """PNG bytes of a uint8 ``(H, W, 3)`` image (colour type 2, filter 0 on every row)."""
+    """PNG bytes of a uint8 ``(H, W, 3)`` image (8-bit RGB, through Pillow)."""
+    from PIL import Image
+
     arr = image.detach().cpu().numpy() if isinstance(image, torch.Tensor) else np.asarray(image)
     if arr.dtype != np.uint8 or arr.ndim != 3 or arr.shape[-1] != 3:
         raise ValueError(f"expected a uint8 (H, W, 3) image, got {arr.dtype} {arr.shape}")
-    h, w, _ = arr.shape
-    raw = np.concatenate([np.zeros((h, 1), np.uint8), arr.reshape(h, w * 3)], axis=1)  # (H, 1+3W)
-    header = struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0)
-    return (
-        b"\x89PNG\r\n\x1a\n"
-        + _chunk(b"IHDR", header)
-        + _chunk(b"IDAT", zlib.compress(raw.tobytes(), 6))
-        + _chunk(b"IEND", b"")
-    )
+    buffer = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(arr)).save(buffer, format="PNG")
+    return buffer.getvalue()
 
 
 def png_base64(image: np.ndarray | torch.Tensor) -> str:
