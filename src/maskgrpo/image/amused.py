@@ -134,6 +134,9 @@ class AmusedPolicy(nn.Module):
     """
 
     maskgrpo_head_split = False  # the logits are assembled here, not a linear head
+    hidden: Tensor  # (P + 1, S, E) text hidden states per prompt row, row 0 the empty prompt
+    pooled: Tensor  # (P + 1, D)
+    micro: Tensor  # (P + 1, 5)
 
     def __init__(
         self,

@@ -183,7 +183,8 @@ class ImageModality:
             )
         path = Path(folder)
         path.mkdir(parents=True, exist_ok=True)
-        builtin = isinstance(self.quantizer, PatchQuantizer)
+        quantizer = self.quantizer
+        builtin = isinstance(quantizer, PatchQuantizer)
         record = {
             "words": self.tokenizer.vocab,
             "prompt_tokens": self.prompt_width - 1,
@@ -193,8 +194,8 @@ class ImageModality:
             "quantizer": QUANTIZER_FILE if builtin else None,
         }
         (path / MODALITY_FILE).write_text(json.dumps(record, indent=2))
-        if builtin:
-            self.quantizer.save(path / QUANTIZER_FILE)  # type: ignore[union-attr]
+        if isinstance(quantizer, PatchQuantizer):
+            quantizer.save(path / QUANTIZER_FILE)
 
     @classmethod
     def from_pretrained(
