@@ -608,7 +608,7 @@ class EvalConfig(CommonConfig, ModelConfig, SamplingConfig):
             self.validate_benchmark()
 
     def validate_benchmark(self) -> None:
-        from .evaluation.benchmark import BENCHMARKS, GENERATED, TEMPLATES
+        from .datasets.benchmarks import BENCHMARKS, GENERATED, TEMPLATES
         from .tasks import TASKS
 
         if self.dataset not in BENCHMARKS:
