@@ -208,9 +208,9 @@ def mid_prompts(batch: int, width: int, vocab: int, pad: int, mask: int) -> Tens
 def tiny_setup(path: str) -> tuple[nn.Module, Tensor, int, dict[str, int]]:
     """The demo's SFT'd tiny model (loaded, or SFT'd now), its 256 rollout prompts, settings."""
     from maskgrpo.config import DemoConfig
-    from maskgrpo.demo import _sft_to_target
-    from maskgrpo.modality import TextModality
+    from maskgrpo.modalities.text import TextModality
     from maskgrpo.policy import load_policy
+    from maskgrpo.recipes.text_demo import _sft_to_target
     from maskgrpo.tasks import make_task
 
     task = make_task("running_sums", seed=0)

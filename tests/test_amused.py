@@ -13,13 +13,13 @@ diffusers = pytest.importorskip(
 import numpy as np  # noqa: E402
 
 from maskgrpo.config import TrainConfig  # noqa: E402
-from maskgrpo.image.amused import (  # noqa: E402
+from maskgrpo.modalities.image import ImageSampling  # noqa: E402
+from maskgrpo.models.amused import (  # noqa: E402
     AmusedConditioning,
     amused_logits_fn,
     amused_policy,
     decode_codes,
 )
-from maskgrpo.image.modality import ImageSampling  # noqa: E402
 from maskgrpo.rewards.combine import RewardSet  # noqa: E402
 from maskgrpo.sampling import emerge  # noqa: E402
 from maskgrpo.trainer.grpo import make_rollout, train_grpo  # noqa: E402

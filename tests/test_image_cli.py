@@ -12,10 +12,10 @@ import torch
 
 from maskgrpo.cli import main
 from maskgrpo.config import MaskGRPOConfig, TrainConfig
-from maskgrpo.image.modality import ImageModality
-from maskgrpo.image.reward import make_geneval_reward
+from maskgrpo.modalities.image import ImageModality
 from maskgrpo.models.tiny import TinyDiffusionLM
 from maskgrpo.rewards.combine import RewardSet
+from maskgrpo.rewards.geneval import make_geneval_reward
 from maskgrpo.trainer.grpo_trainer import MaskGRPOTrainer
 from maskgrpo.trainer.image_run import (
     BUILTIN_WORLD,

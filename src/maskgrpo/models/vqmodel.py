@@ -2,7 +2,7 @@
 
 aMUSEd and MUSE-style models tokenise images with a VQGAN (diffusers' ``VQModel``); this
 adapter gives it the ``encode`` / ``decode`` / ``num_codes`` surface the image modality reads
-(:class:`maskgrpo.image.modality.ImageTokenizer`). Pixels enter as ``[0, 1]`` floats and leave
+(:class:`maskgrpo.modalities.image.ImageTokenizer`). Pixels enter as ``[0, 1]`` floats and leave
 clamped to ``[0, 1]`` and rounded to uint8, as the aMUSEd pipeline decodes them. Codes are the
 grid in raster order, ``(B, h * w)``.
 """

@@ -23,7 +23,7 @@ TensorBoard, samples, plots, a ``summary.json``), checkpoints and exact resumpti
 handling and evaluation on held-out rows.
 
 The trainer takes a ``modality`` (default: text, built from the tokenizer); image training runs
-through the same class with :class:`maskgrpo.image.modality.ImageModality`, which owns what
+through the same class with :class:`maskgrpo.modalities.image.ImageModality`, which owns what
 differs (inputs, sampler and settings, the scored code range, decoding to pixels).
 """
 
@@ -47,7 +47,7 @@ from tqdm.auto import tqdm
 from ..config import MaskGRPOConfig, with_modality_defaults
 from ..datasets.training import normalise_prompts, rows_from
 from ..lora import autocast_context, is_lora
-from ..modality import Modality, SamplerSettings
+from ..modalities.base import Modality, SamplerSettings
 from ..models.tiny import TinyDiffusionLM
 from ..policy import Policy, resolve_device
 from ..rewards.combine import RewardFn, RewardSet

@@ -1,7 +1,7 @@
 """``maskgrpo sft|train --modality image``: text-to-image runs through the same trainer as text.
 
 The image set-up builds what differs (prompt rows with GenEval specs, the image tokenizer, the
-:class:`~maskgrpo.image.modality.ImageModality`, the model, the image rewards) and hands it to
+:class:`~maskgrpo.modalities.image.ImageModality`, the model, the image rewards) and hands it to
 :class:`~maskgrpo.trainer.grpo_trainer.MaskGRPOTrainer`, which runs the loop, evaluation,
 checkpoints and outputs exactly as for text.
 
@@ -31,23 +31,23 @@ import yaml
 from torch import nn
 
 from ..config import SFTConfig, TrainConfig
-from ..image.modality import (
+from ..modalities.image import (
     MODALITY_FILE,
     ImageModality,
     ImageSampling,
     ImageTokenizer,
     image_token_spec,
 )
-from ..image.reward import is_scorable, make_geneval_reward
-from ..image.tokenizer import fit_quantizer
-from ..image.training import train_image_sft
-from ..image.words import WordTokenizer
-from ..image.world import TAGS, WorldConfig, all_specs, sample_specs, split_specs
 from ..models.tiny import TinyConfig, TinyDiffusionLM
 from ..policy import build_tiny
 from ..rewards.combine import RewardFn, RewardSet
+from ..rewards.geneval import is_scorable, make_geneval_reward
 from ..rng import derive_generator, derive_seed
+from ..tasks.shapes.quantizer import fit_quantizer
+from ..tasks.shapes.words import WordTokenizer
+from ..tasks.shapes.world import TAGS, WorldConfig, all_specs, sample_specs, split_specs
 from .grpo_trainer import MaskGRPOTrainer
+from .image_training import train_image_sft
 from .outputs import prepare_output_dir
 from .reward_funcs import resolve_reward_funcs
 
@@ -261,11 +261,11 @@ def image_rewards(cfg: TrainConfig, world: WorldConfig | None) -> tuple[RewardSe
             make_geneval_reward(world, partial=True),
         ]
     elif cfg.image_reward == "clip":
-        from ..image.clip_reward import ClipScorer
+        from ..rewards.clip import ClipScorer
 
         funcs = [ClipScorer.from_pretrained(cfg.clip_model)]  # type: ignore[list-item]
     elif cfg.image_reward.startswith(("http://", "https://")):
-        from ..rewards_http import HttpReward
+        from ..rewards.http import HttpReward
 
         funcs = [HttpReward(cfg.image_reward)]  # type: ignore[list-item]
     own = resolve_reward_funcs(cfg.reward_funcs, allow_unsafe=cfg.allow_unsafe_code)

@@ -6,7 +6,7 @@ micro-conditioning (original size, crop offsets, aesthetic score; five numbers p
 mask token id is ``codebook_size`` (the first id past the codes).
 
 :func:`amused_policy` wraps the transformer as a model over the image modality's sequences
-(:class:`AmusedPolicy`) and builds that :class:`~maskgrpo.image.modality.ImageModality` with the
+(:class:`AmusedPolicy`) and builds that :class:`~maskgrpo.modalities.image.ImageModality` with the
 VQ model as its image tokenizer, so aMUSEd trains through the same loop as every other model
 (``train_grpo`` / ``MaskGRPOTrainer``): emerge or MaskGIT rollouts with guidance, random
 re-masking with truncation 0.8, log-probs over the codes, pixels decoded for the reward.
@@ -27,11 +27,11 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from ..models.tiny import MaskedLMOutput
-from ..models.vqmodel import VQImageTokenizer
+from ..modalities.image import ImageModality, ImageSampling, image_token_spec
+from ..sampling.guidance import LogitsFn
 from ..tokens import TokenSpec
-from .guidance import LogitsFn
-from .modality import ImageModality, ImageSampling, image_token_spec
+from .tiny import MaskedLMOutput
+from .vqmodel import VQImageTokenizer
 
 __all__ = [
     "AmusedConditioning",

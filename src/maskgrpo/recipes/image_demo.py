@@ -50,12 +50,12 @@ import numpy as np
 import torch
 
 from ..config import DemoConfig, SFTConfig, TrainConfig
-from ..modality import SamplerSettings
+from ..modalities.base import SamplerSettings
+from ..modalities.image import ImageModality, ImageSampling
 from ..models.tiny import TinyDiffusionLM
+from ..tasks.shapes.world import DEFAULT_TAG_MIX, TAGS, WorldConfig, sample_specs, split_specs
 from ..trainer.image_run import BUILTIN_WORLD, run_image_sft, run_image_train
-from .modality import ImageModality, ImageSampling
-from .training import ImageEval, evaluate_images, rollout_diversity
-from .world import DEFAULT_TAG_MIX, TAGS, WorldConfig, sample_specs, split_specs
+from ..trainer.image_training import ImageEval, evaluate_images, rollout_diversity
 
 __all__ = ["ImageRecipe", "image_sft_config", "image_train_config", "run_image_demo", "save_grid"]
 
