@@ -55,6 +55,7 @@ def test_sft_then_train_from_the_command_line(
     for e in summary["evals"]:  # GenEval-style accuracy with its 95% interval
         lo, hi = e["ci95"]
         assert 0 <= lo <= e["accuracy"] <= hi <= 1 and e["n"] == 12
+    assert summary["dataset"] == str(geneval)  # the prompts file, not a text dataset's name
     saved = (out / "train_config.yaml").read_text()
     assert "gamma: 0.8" in saved and "strategy: random" in saved  # the image defaults
     samples = [json.loads(line) for line in (out / "eval" / "step_000002" / "samples.jsonl").open()]
@@ -77,6 +78,7 @@ def test_sft_then_train_from_the_command_line(
         (["--prompts", "P", "--image-reward", "lpips"], "image_reward='lpips' is unknown"),
         (["--prompts", "P", "--image-reward", "clip"], "needs --clip-model"),
         (["--prompts", "P", "--gamma", "1.5"], "gamma=1.5 must be in [0, 1) or -1"),
+        (["--prompts", "P", "--dry-run"], "--dry-run checks text recipes"),
     ],
 )
 def test_bad_image_input_is_one_line(

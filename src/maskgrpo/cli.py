@@ -52,6 +52,10 @@ def _train(cfg: TrainConfig, args: argparse.Namespace) -> None:
     from .trainer.run import run_train
 
     if args.dry_run:
+        if cfg.modality == "image":
+            raise ValueError(
+                "--dry-run checks text recipes; try an image run with --max-steps 2 instead"
+            )
         from .trainer.dry_run import dry_run
 
         _out(json.dumps(dry_run(cfg, say=_out), indent=2))

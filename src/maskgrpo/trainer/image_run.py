@@ -283,6 +283,7 @@ def image_rewards(cfg: TrainConfig, world: WorldConfig | None) -> tuple[RewardSe
 
 def run_image_train(cfg: TrainConfig) -> dict[str, Any]:
     """MaskGRPO on images through :class:`MaskGRPOTrainer`; returns ``summary.json``."""
+    cfg = dataclasses.replace(cfg, dataset=cfg.prompts)  # what the summary and evals record
     data = image_data(cfg)
     if cfg.eval_every and not data.eval:
         raise ValueError(
@@ -311,6 +312,7 @@ def run_image_sft(cfg: SFTConfig) -> dict[str, Any]:
         )
     if cfg.resume:
         raise ValueError("image SFT does not resume; start again with --overwrite")
+    cfg = dataclasses.replace(cfg, dataset=cfg.prompts)  # what sft_config.yaml records
     data = image_data(cfg)
     out = Path(cfg.output_dir)
     prepare_output_dir(out, resume=False, overwrite=cfg.overwrite)
