@@ -329,9 +329,21 @@ class ImageConfig:
     image_heldout_fraction: float = _f(
         0.5, "Image, built-in world: fraction of each tag's prompts held out for evaluation."
     )
+    image_size: int = _f(32, "Image, built-in world: image side in pixels.")
+    image_snap: int = _f(
+        8, "Image, built-in world: one object per snap x snap cell; 0 = free placement."
+    )
+    image_patch_size: int = _f(8, "Image, built-in quantizer: patch side (one code per patch).")
+    codebook_size: int = _f(
+        37,
+        "Image, built-in quantizer: codes (37 = background + 6 patterns x 6 colours, exact with "
+        "8-pixel cells and patches).",
+    )
 
     def validate_image(self) -> None:
         check_choice(self, "modality", MODALITIES)
+        check_positive(self, "image_size", "image_patch_size", "codebook_size")
+        check_non_negative(self, "image_snap")
         check_choice(self, "image_sampler", IMAGE_SAMPLERS)
         if self.guidance_scale < 0:
             raise ValueError(f"guidance_scale={self.guidance_scale} must be >= 0 (0 = off)")

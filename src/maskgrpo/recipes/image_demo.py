@@ -54,7 +54,7 @@ from ..modalities.base import SamplerSettings
 from ..modalities.image import ImageModality, ImageSampling
 from ..models.tiny import TinyDiffusionLM
 from ..tasks.shapes.world import DEFAULT_TAG_MIX, TAGS, WorldConfig, sample_specs, split_specs
-from ..trainer.image_run import BUILTIN_WORLD, run_image_sft, run_image_train
+from ..trainer.image_run import run_image_sft, run_image_train
 from ..trainer.image_training import ImageEval, evaluate_images, rollout_diversity
 
 __all__ = ["ImageRecipe", "image_sft_config", "image_train_config", "run_image_demo", "save_grid"]
@@ -66,6 +66,10 @@ log = logging.getLogger(__name__)
 class ImageRecipe:
     """Everything the image demo fixes that ``DemoConfig`` does not carry."""
 
+    image_size: int = 32
+    snap: int = 8  # one object per 8x8 cell; 0 = free placement
+    patch_size: int = 8
+    codebook_size: int = 37  # background + 6 patterns x 6 colours: exact for snap 8
     tags: tuple[str, ...] = TAGS
     heldout_fraction: float = 0.5
     dim: int = 96
@@ -92,7 +96,9 @@ def image_sft_config(cfg: DemoConfig, recipe: ImageRecipe, prompts: Path) -> SFT
     return SFTConfig(
         modality="image", prompts=str(prompts), output_dir=str(Path(cfg.output_dir) / "sft"),
         overwrite=True, seed=cfg.seed, device=cfg.device, dataset_seed=cfg.dataset_seed,
-        image_heldout_fraction=recipe.heldout_fraction, dim=recipe.dim,
+        image_heldout_fraction=recipe.heldout_fraction, image_size=recipe.image_size,
+        image_snap=recipe.snap, image_patch_size=recipe.patch_size,
+        codebook_size=recipe.codebook_size, dim=recipe.dim,
         n_layers=recipe.n_layers, n_heads=recipe.n_heads,
         max_steps=min(recipe.sft_steps, cfg.sft_max_steps),
         per_device_train_batch_size=recipe.sft_batch, learning_rate=recipe.sft_lr,
@@ -109,7 +115,9 @@ def image_train_config(
     return TrainConfig(
         modality="image", model=str(model), prompts=str(prompts), eval_dataset=str(heldout),
         output_dir=str(Path(cfg.output_dir) / "grpo"), overwrite=True, seed=cfg.seed,
-        device=cfg.device, dataset_seed=cfg.dataset_seed, max_steps=cfg.step_count,
+        device=cfg.device, dataset_seed=cfg.dataset_seed, image_size=recipe.image_size,
+        image_snap=recipe.snap, image_patch_size=recipe.patch_size,
+        codebook_size=recipe.codebook_size, max_steps=cfg.step_count,
         per_device_train_batch_size=recipe.prompts_per_step * recipe.group_size,
         num_generations=recipe.group_size, num_iterations=recipe.mu, beta=recipe.beta,
         epsilon=0.2, learning_rate=recipe.lr, temperature=1.0, diffusion_steps=recipe.steps,
@@ -117,6 +125,10 @@ def image_train_config(
         eval_limit=recipe.eval_limit, sample_every=0, report_to="none",
         max_seconds=0.0, image_sampler=cfg.image_sampler, guidance_scale=cfg.guidance_scale,
     )  # fmt: skip
+
+
+def _world(recipe: ImageRecipe) -> WorldConfig:
+    return WorldConfig(image_size=recipe.image_size, snap=recipe.snap)
 
 
 def save_grid(rows: list[list[np.ndarray]], path: Path, scale: int = 4, pad: int = 2) -> Path:
@@ -140,7 +152,7 @@ def _write_prompts(
     cfg: DemoConfig, recipe: ImageRecipe, out: Path
 ) -> tuple[Path, Path, list[dict], list[dict]]:
     """The demo's training and held-out prompt files (GenEval's metadata format)."""
-    world = BUILTIN_WORLD
+    world = _world(recipe)
     split = split_specs(cfg.dataset_seed, world, heldout_fraction=recipe.heldout_fraction)
     mix = {t: DEFAULT_TAG_MIX[t] for t in recipe.tags}  # GenEval's proportions
     rng = np.random.default_rng(cfg.seed)
@@ -218,7 +230,7 @@ def run_image_demo(
     )
     sampling = ImageSampling(cfg.image_sampler, cfg.guidance_scale)
     model, modality = _load(Path(sft["model"]), sampling)
-    world = BUILTIN_WORLD
+    world = _world(recipe)
     settings = SamplerSettings(
         modality.num_tokens, recipe.steps, modality.num_tokens, 1.0, sampling.sampler
     )
@@ -238,6 +250,7 @@ def run_image_demo(
     train_cfg = image_train_config(cfg, recipe, Path(sft["model"]), train_file, heldout_file)
     train_cfg.max_seconds = _grpo_budget(cfg.budget_seconds, time.time() - started, eval_seconds)
     result = run_image_train(train_cfg)
+    (out / "metrics.jsonl").write_text(Path(result["metrics"]).read_text())  # one line a step
     final_model, _ = _load(Path(result["checkpoint"]), sampling)
     final = evaluate_images(final_model, modality, eval_specs, settings, world=world, seed=cfg.seed)
     say(_report("final", final))

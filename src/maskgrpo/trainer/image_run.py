@@ -43,7 +43,7 @@ from ..policy import build_tiny
 from ..rewards.combine import RewardFn, RewardSet
 from ..rewards.geneval import is_scorable, make_geneval_reward
 from ..rng import derive_generator, derive_seed
-from ..tasks.shapes.quantizer import fit_quantizer
+from ..tasks.shapes.quantizer import PatchQuantizer, fit_quantizer
 from ..tasks.shapes.words import WordTokenizer
 from ..tasks.shapes.world import TAGS, WorldConfig, all_specs, sample_specs, split_specs
 from .grpo_trainer import MaskGRPOTrainer
@@ -52,7 +52,7 @@ from .outputs import prepare_output_dir
 from .reward_funcs import resolve_reward_funcs
 
 __all__ = [
-    "BUILTIN_CODES",
+    "builtin_quantizer",
     "BUILTIN_WORLD",
     "ImageData",
     "build_image_model",
@@ -66,11 +66,10 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-# The built-in tokenizer's world: one object per 8x8 cell, so 8x8 patches are exact with
-# 37 codes (background + 6 shape patterns x 6 colours); 16 tokens per image.
+# The built-in tokenizer's default world (the config's image_size, image_snap, image_patch_size
+# and codebook_size): one object per 8x8 cell, so 8x8 patches are exact with 37 codes
+# (background + 6 shape patterns x 6 colours); 16 tokens per image.
 BUILTIN_WORLD = WorldConfig(image_size=32, snap=8)
-BUILTIN_PATCH = 8
-BUILTIN_CODES = 37
 WORLD_TRAIN_ROWS = 4096  # training prompts drawn from the world's split in the file's tag mix
 
 ImageConfigLike = TrainConfig | SFTConfig
@@ -122,6 +121,18 @@ def _uses_world(cfg: ImageConfigLike) -> bool:
     return cfg.image_tokenizer == "builtin"
 
 
+def world_of(cfg: ImageConfigLike) -> WorldConfig:
+    """The shapes world of ``cfg``'s built-in tokenizer (``image_size``, ``image_snap``)."""
+    return WorldConfig(image_size=cfg.image_size, snap=cfg.image_snap)
+
+
+def builtin_quantizer(cfg: ImageConfigLike) -> PatchQuantizer:
+    """The patch quantizer of ``cfg``'s world (``codebook_size`` codes, ``image_patch_size``)."""
+    return fit_quantizer(
+        cfg.codebook_size, seed=0, config=world_of(cfg), patch_size=cfg.image_patch_size
+    )
+
+
 def image_data(cfg: ImageConfigLike) -> ImageData:
     """The rows of ``cfg.prompts`` (and ``cfg.eval_dataset``), or the world's (module docstring)."""
     rows = read_prompt_rows(cfg.prompts)
@@ -129,7 +140,7 @@ def image_data(cfg: ImageConfigLike) -> ImageData:
     eval_rows = read_prompt_rows(eval_file) if eval_file else []
     if not _uses_world(cfg):
         return ImageData(rows, eval_rows, None)
-    world = BUILTIN_WORLD
+    world = world_of(cfg)
     drawable = [r for r in rows if is_scorable(r["spec"], world)]
     if drawable:
         if len(drawable) < len(rows):
@@ -162,10 +173,9 @@ def image_data(cfg: ImageConfigLike) -> ImageData:
 
 
 def load_image_tokenizer(reference: str) -> ImageTokenizer:
-    """``builtin``, a diffusers ``VQModel`` folder, or ``module:attribute`` (an object, or a
-    function returning one, with ``encode``/``decode``/``num_codes``)."""
-    if reference == "builtin":
-        return fit_quantizer(BUILTIN_CODES, seed=0, config=BUILTIN_WORLD, patch_size=BUILTIN_PATCH)
+    """A diffusers ``VQModel`` folder, or ``module:attribute`` (an object, or a function
+    returning one, with ``encode``/``decode``/``num_codes``); ``builtin`` is
+    :func:`builtin_quantizer`."""
     if Path(reference).is_dir():
         from ..models.vqmodel import load_vq_tokenizer
 
@@ -182,15 +192,15 @@ def load_image_tokenizer(reference: str) -> ImageTokenizer:
         raise ValueError(f"image_tokenizer={reference!r} does not import: {err}") from None
     tokenizer = obj() if callable(obj) and not hasattr(obj, "encode") else obj
     if not isinstance(tokenizer, ImageTokenizer):
-        raise ValueError(
+        raise ValueError(  # also for a typo of builtin
             f"image_tokenizer={reference!r} gives a {type(tokenizer).__name__} without "
             "encode, decode and num_codes"
         )
     return tokenizer
 
 
-def _tokens_per_image(tokenizer: ImageTokenizer) -> int:
-    size = int(getattr(tokenizer, "image_size", BUILTIN_WORLD.image_size))
+def _tokens_per_image(tokenizer: ImageTokenizer, default_size: int) -> int:
+    size = int(getattr(tokenizer, "image_size", 0)) or default_size
     return int(tokenizer.encode(np.zeros((1, size, size, 3), np.uint8)).shape[1])
 
 
@@ -217,11 +227,11 @@ def build_image_model(cfg: ImageConfigLike, data: ImageData) -> tuple[nn.Module,
         for row in data.train + data.eval:
             modality.encode_prompts([row["prompt"]], torch.device("cpu"))  # unknown words: error
         return TinyDiffusionLM.from_pretrained(cfg.model), modality
-    tokenizer = external or load_image_tokenizer("builtin")
+    tokenizer = external or builtin_quantizer(cfg)
     words = _words(data)
     spec = image_token_spec(words, tokenizer.num_codes)
     prompt_tokens = max(len(words.encode(r["prompt"])) for r in data.train + data.eval)
-    num_tokens = _tokens_per_image(tokenizer)
+    num_tokens = _tokens_per_image(tokenizer, cfg.image_size)
     modality = ImageModality(
         words, spec, tokenizer, prompt_tokens=prompt_tokens, num_tokens=num_tokens,
         sampling=sampling,
