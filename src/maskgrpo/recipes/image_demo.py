@@ -291,10 +291,10 @@ def run_image_demo(
     history = train_grpo(
         train_cfg,
         model,
-        modality,
-        rows,
-        rewards,
-        settings,
+        modality=modality,
+        rows=rows,
+        rewards=rewards,
+        settings=settings,
         on_step=lambda m, _: log.info(
             "step %d reward %.3f kl %.4f", m["step"], m["reward_mean"], m["kl"]
         ),

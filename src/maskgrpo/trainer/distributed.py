@@ -249,7 +249,7 @@ def local_rows(total: int) -> slice:
 
 
 def rollout_generator(
-    seed: int, step: int, group_size: int, rows: slice, modality: Any, device: torch.device
+    seed: int, step: int, *, group_size: int, rows: slice, modality: Any, device: torch.device
 ) -> Any:
     """One generator per row ``(p, g)`` when ``modality.per_row_generators``, else one generator.
 

@@ -57,6 +57,7 @@ class Setup:
 
 def setup(
     cfg: ModelConfig,
+    *,
     seed: int,
     task_name: str,
     task_seed: int,
@@ -127,7 +128,7 @@ def run_sft(cfg: SFTConfig) -> dict[str, Any]:
     prepare_output_dir(out, resume=bool(cfg.resume), overwrite=cfg.overwrite)
     gen_length = cfg.max_completion_length or _default_length(data)
     policy, device = load_sft_policy(cfg, data, gen_length)
-    batches = sft_batches(cfg, data, policy, gen_length, device)
+    batches = sft_batches(cfg, data, policy, gen_length=gen_length, device=device)
     saved_cfg = dataclasses.replace(cfg, resume="", overwrite=False)
     _write_yaml(saved_cfg, out / "sft_config.yaml")
     logger = RunLogger(out, tensorboard=False)
@@ -273,7 +274,14 @@ def run_eval(cfg: EvalConfig) -> TaskEval | dict[str, Any]:
         from ..evaluation.benchmark import run_benchmark
 
         return run_benchmark(cfg)
-    s = setup(cfg, cfg.seed, cfg.dataset, cfg.dataset_seed, cfg.device, cfg)
+    s = setup(
+        cfg,
+        seed=cfg.seed,
+        task_name=cfg.dataset,
+        task_seed=cfg.dataset_seed,
+        device_name=cfg.device,
+        sampling=cfg,
+    )
     result = evaluate_task(
         s.policy.model,
         s.modality,
@@ -296,7 +304,14 @@ def run_eval(cfg: EvalConfig) -> TaskEval | dict[str, Any]:
 
 
 def run_generate(cfg: GenerateConfig) -> list[dict[str, Any]]:
-    s = setup(cfg, cfg.seed, cfg.dataset, cfg.dataset_seed, cfg.device, cfg)
+    s = setup(
+        cfg,
+        seed=cfg.seed,
+        task_name=cfg.dataset,
+        task_seed=cfg.dataset_seed,
+        device_name=cfg.device,
+        sampling=cfg,
+    )
     prompts = cfg.prompts or [r["prompt"] for r in s.task.heldout[: cfg.num_prompts]]
     ids = s.modality.encode_prompts([p for p in prompts for _ in range(cfg.samples)], s.device)
     s.policy.model.eval()

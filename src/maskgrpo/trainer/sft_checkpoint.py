@@ -202,5 +202,7 @@ def resumable_sft(
         saved = save_sft_checkpoint(
             out / "checkpoints", state, batches, write_model=write_model, config=config
         )
-        raise TrainingInterrupted(saved, out, stop.signum, (state.step, 0), command="sft")
+        raise TrainingInterrupted(
+            saved, out, signum=stop.signum, position=(state.step, 0), command="sft"
+        )
     return losses
