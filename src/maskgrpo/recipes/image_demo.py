@@ -47,7 +47,7 @@ from ..config import DemoConfig, TrainConfig
 from ..modalities.base import SamplerSettings
 from ..modalities.image import ImageModality, ImageSampling, image_token_spec
 from ..models import TinyConfig
-from ..policy import _build_tiny, resolve_device
+from ..policy import build_tiny, resolve_device
 from ..rewards.combine import RewardSet
 from ..rewards.geneval import make_geneval_reward
 from ..rng import derive_generator
@@ -167,7 +167,7 @@ def _setup(
         n_heads=recipe.n_heads,
         max_length=modality.prompt_width + num_tokens,
     )
-    model = _build_tiny(model_cfg, derive_generator(cfg.seed, "init"))
+    model = build_tiny(model_cfg, derive_generator(cfg.seed, "init"))
     return model.to(resolve_device(cfg.device)), modality, split, world
 
 

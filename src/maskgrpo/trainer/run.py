@@ -41,7 +41,16 @@ from .outputs import RunLogger, prepare_output_dir
 from .reward_funcs import make_reward_set, resolve_reward_funcs
 from .sft_checkpoint import resumable_sft
 
-__all__ = ["run_eval", "run_generate", "run_sft", "run_train", "setup"]
+__all__ = [
+    "new_tiny_policy",
+    "resolve_defaults",
+    "reward_sets",
+    "run_eval",
+    "run_generate",
+    "run_sft",
+    "run_train",
+    "setup",
+]
 
 log = logging.getLogger(__name__)
 
@@ -191,8 +200,8 @@ def run_train(cfg: TrainConfig, *, policy: Policy | None = None) -> dict[str, An
     if policy is None:  # --resume <LoRA output folder>: a new run continuing its adapter
         _, cfg = lora_resume(cfg, cfg.model)
     data = load_training_data(cfg, need_eval=bool(cfg.eval_every))
-    cfg = _resolved(cfg, data, tiny=policy is None and is_tiny_model(cfg.model))
-    rewards, eval_rewards = _reward_sets(cfg, data)
+    cfg = resolve_defaults(cfg, data, tiny=policy is None and is_tiny_model(cfg.model))
+    rewards, eval_rewards = reward_sets(cfg, data)
     dist.accelerator()  # joins an accelerate launch's process group (is_main needs it)
     if dist.is_main():  # refused before the model loads; the trainer checks again at train()
         prepare_output_dir(cfg.output_dir, resume=bool(cfg.resume), overwrite=cfg.overwrite)
@@ -202,7 +211,7 @@ def run_train(cfg: TrainConfig, *, policy: Policy | None = None) -> dict[str, An
     model: Any = policy.model if policy is not None else cfg.model
     tokenizer = policy.tokenizer if policy is not None else None
     if policy is None and cfg.model == "tiny":
-        built = _new_tiny(cfg, data)
+        built = new_tiny_policy(cfg, data)
         model, tokenizer = built.model, built.tokenizer
     trainer = MaskGRPOTrainer(
         model, rewards, args=cfg, train_dataset=data.train,
@@ -212,7 +221,7 @@ def run_train(cfg: TrainConfig, *, policy: Policy | None = None) -> dict[str, An
     return trainer.train().metrics
 
 
-def _resolved(cfg: TrainConfig, data: TrainingData, *, tiny: bool) -> TrainConfig:
+def resolve_defaults(cfg: TrainConfig, data: TrainingData, *, tiny: bool) -> TrainConfig:
     """``cfg`` with the dataset's defaults written in: completion length and system prompt."""
     length = cfg.max_completion_length or _default_length(data)
     if tiny and data.answer_tokens and length <= data.answer_tokens:
@@ -226,7 +235,7 @@ def _resolved(cfg: TrainConfig, data: TrainingData, *, tiny: bool) -> TrainConfi
     )
 
 
-def _reward_sets(cfg: TrainConfig, data: TrainingData) -> tuple[RewardSet, RewardSet | None]:
+def reward_sets(cfg: TrainConfig, data: TrainingData) -> tuple[RewardSet, RewardSet | None]:
     """The training rewards (``--reward-funcs`` or the dataset's) and the held-out rows' own."""
     columns = sorted({k for r in data.train for k in r} - {"prompt"})
     own = data.rewards or ([], [])
@@ -245,7 +254,7 @@ def _reward_sets(cfg: TrainConfig, data: TrainingData) -> tuple[RewardSet, Rewar
     return rewards, eval_rewards
 
 
-def _new_tiny(cfg: TrainConfig, data: TrainingData) -> Policy:
+def new_tiny_policy(cfg: TrainConfig, data: TrainingData) -> Policy:
     """A new tiny model for ``cfg``'s dataset (see :func:`.model_setup.new_tiny`)."""
     return new_tiny(
         data, system_prompt=cfg.system_prompt, gen_length=cfg.max_completion_length,
