@@ -19,8 +19,8 @@ from maskgrpo.recipes.image_demo import ImageRecipe, run_image_demo
 from maskgrpo.rewards.combine import RewardSet
 from maskgrpo.rewards.geneval import make_geneval_reward
 from maskgrpo.tasks.shapes.quantizer import fit_quantizer
-from maskgrpo.tasks.shapes.words import WordTokenizer
 from maskgrpo.tasks.shapes.world import WorldConfig, split_specs
+from maskgrpo.tokenizer import WordTokenizer
 from maskgrpo.trainer.grpo import make_rollout, train_grpo
 from maskgrpo.trainer.image_training import evaluate_images, rollout_diversity, train_image_sft
 

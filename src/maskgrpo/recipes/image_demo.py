@@ -52,7 +52,6 @@ from ..rewards.combine import RewardSet
 from ..rewards.geneval import make_geneval_reward
 from ..rng import derive_generator
 from ..tasks.shapes.quantizer import fit_quantizer
-from ..tasks.shapes.words import WordTokenizer
 from ..tasks.shapes.world import (
     DEFAULT_TAG_MIX,
     TAGS,
@@ -61,6 +60,7 @@ from ..tasks.shapes.world import (
     sample_specs,
     split_specs,
 )
+from ..tokenizer import WordTokenizer
 from ..trainer.grpo import train_grpo
 from ..trainer.image_training import ImageEval, evaluate_images, rollout_diversity, train_image_sft
 
