@@ -119,14 +119,19 @@ def test_amused_takes_a_maskgrpo_step_through_train_grpo() -> None:
     settings = modality.sampler_settings(amused_config())
     rows = [{"prompt": p} for p in PROMPTS]
     rewards = RewardSet([brightness])
-    ro = make_rollout(amused_config(), 0, policy, None, modality, rows[:2], rewards, settings)
+    ro = make_rollout(
+        amused_config(), 0, model=policy, ref_model=None, modality=modality, rows=rows[:2],
+        rewards=rewards, settings=settings,
+    )  # fmt: skip
     assert ro.vocab_range == modality.vocab_range and ro.prompt_width == 2
     assert bool(ro.advantages.abs().sum() > 0)  # the rollouts differ: a learning signal
     assert all(isinstance(c, np.ndarray) and c.dtype == np.uint8 for c in ro.completions)
     for view in ro.views:  # only image codes are re-masked (random, truncation 0.8)
         assert not bool(view.scored[0][:, :2].any()) and bool(view.scored[0].any())
     before = [p.detach().clone() for p in policy.transformer.parameters()]
-    history = train_grpo(amused_config(), policy, modality, rows, rewards, settings)
+    history = train_grpo(
+        amused_config(), policy, modality=modality, rows=rows, rewards=rewards, settings=settings
+    )
     assert len(history) == 1 and history[0]["tokens_scored"] > 0
     after = list(policy.transformer.parameters())
     assert any(not torch.equal(a, b) for a, b in zip(before, after, strict=True))

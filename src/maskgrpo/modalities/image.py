@@ -38,7 +38,7 @@ from torch import Tensor, nn
 from ..sampling import emerge, maskgit
 from ..sampling.guidance import LogitsFn
 from ..tasks.shapes.quantizer import PatchQuantizer
-from ..tasks.shapes.words import WordTokenizer
+from ..tokenizer import WordTokenizer
 from ..tokens import TokenSpec
 from .base import SamplerSettings
 

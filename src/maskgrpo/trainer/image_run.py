@@ -44,8 +44,8 @@ from ..rewards.combine import RewardFn, RewardSet
 from ..rewards.geneval import is_scorable, make_geneval_reward
 from ..rng import derive_generator, derive_seed
 from ..tasks.shapes.quantizer import PatchQuantizer, fit_quantizer
-from ..tasks.shapes.words import WordTokenizer
 from ..tasks.shapes.world import TAGS, WorldConfig, all_specs, sample_specs, split_specs
+from ..tokenizer import WordTokenizer
 from .grpo_trainer import MaskGRPOTrainer
 from .image_training import train_image_sft
 from .outputs import prepare_output_dir
