@@ -14,6 +14,7 @@ FULL_COMMANDS = {
     "emerge_vs_maskgit": "python benchmarks/study.py emerge_vs_maskgit --seeds 0 1 2",
     "fidelity": "python benchmarks/study.py fidelity --seeds 0",
     "speed": "python benchmarks/study.py speed --seeds 0",
+    "length": "python benchmarks/study.py length --seeds 0 1 2",
 }
 TITLES = {
     "ablation": "1. Estimator ablation (running sums, text)",
@@ -22,6 +23,7 @@ TITLES = {
     "emerge_vs_maskgit": "4. Emerge vs MaskGIT rollouts (images)",
     "fidelity": "5. Estimator fidelity against the exact sampler likelihood",
     "speed": "6. Speed: batched sampler vs per-row reference; one step's time split",
+    "length": "7. Does fading-out pay off as completions get longer? (running sums, 4-16 tokens)",
 }
 
 
@@ -404,12 +406,17 @@ def speed_section(res: dict[str, Any]) -> dict[str, Any]:
 
 
 def write_results(sections: Path, target: Path, parts: tuple[str, ...]) -> Path:
-    """Rebuild ``target`` from the sections present; full results win over smoke runs."""
+    """Rebuild ``target`` from the sections present; full results win over smoke runs. A part
+    with no section file keeps its text from the current ``target`` (runs made elsewhere)."""
+    kept = _current_sections(target)
     body = [INTRO]
     for part in parts:
         full, smoke = sections / f"{part}.json", sections / f"{part}_smoke.json"
-        body.append(f"## {TITLES[part]}\n")
         src = full if full.is_file() else smoke if smoke.is_file() else None
+        if src is None and TITLES[part] in kept:
+            body.append(kept[TITLES[part]])
+            continue
+        body.append(f"## {TITLES[part]}\n")
         if src is None:
             body.append(f"Not yet run. Command: `{FULL_COMMANDS[part]}`\n")
             continue
@@ -426,3 +433,18 @@ def write_results(sections: Path, target: Path, parts: tuple[str, ...]) -> Path:
             body.append(NOTES[part])
     target.write_text("\n".join(body))
     return target
+
+
+def _current_sections(target: Path) -> dict[str, str]:
+    """``{title: text}`` of the run sections in ``target`` (heading included), not smoke runs
+    or sections never run."""
+    if not target.is_file():
+        return {}
+    out: dict[str, str] = {}
+    chunks = ("\n" + target.read_text()).split("\n## ")[1:]
+    for chunk in chunks:
+        title = chunk.split("\n", 1)[0].strip()
+        text = "## " + chunk.rstrip("\n") + "\n"
+        if title in TITLES.values() and "SMOKE RUN" not in text and "Not yet run." not in text:
+            out[title] = text
+    return out
