@@ -98,6 +98,29 @@ def test_gsm8k_eval_writes_samples_and_protocol(
     assert _completions(out_small) == _completions(out)
 
 
+def test_fast_decoding_options_are_recorded(
+    llama_dir: Path,
+    gsm8k_file: Path,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The protocol records the cache and threshold; a generic Llama has no native layers, so
+    its cache request decodes exactly (said in the log)."""
+    import maskgrpo.sampling.llada as sampler
+
+    monkeypatch.setattr(sampler, "_WARNED", set())  # the warning is given once per family
+    base = ["--limit", "2", "--temperature", "0"]
+    assert main(_eval_args(llama_dir, gsm8k_file, tmp_path / "exact", *base)) == 0
+    fast = [*base, "--kv-cache", "dual", "--kv-cache-refresh", "2"]
+    assert main(_eval_args(llama_dir, gsm8k_file, tmp_path / "cached", *fast)) == 0
+    protocol = json.loads((tmp_path / "cached" / "result.json").read_text())["protocol"]
+    assert (protocol["kv_cache"], protocol["kv_cache_refresh"]) == ("dual", 2)
+    assert protocol["parallel_threshold"] == 0.0
+    assert _completions(tmp_path / "cached") == _completions(tmp_path / "exact")
+    assert "kv_cache='dual' is unavailable for this generic model" in caplog.text
+
+
 def test_gold_answers_pass_every_sample(gsm8k_file: Path, tmp_path: Path) -> None:
     cfg = load_config(
         EvalConfig,

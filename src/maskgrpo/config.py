@@ -28,7 +28,7 @@ from .config_io import (
 )
 from .config_io import field_with_help as _f
 from .masking import STRATEGIES
-from .sampling.llada import REMASKING
+from .sampling.llada import CACHE_MODES, REMASKING
 from .user_input import check_device
 
 __all__ = [
@@ -123,10 +123,38 @@ class SamplingConfig:
     )
     temperature: float = _f(1.0, "Sampling temperature (float64 Gumbel noise); 0 = greedy.")
     remasking: str = _f("low_confidence", f"Which drawn tokens to commit: {', '.join(REMASKING)}.")
+    kv_cache: str = _f(
+        "none",
+        "Block KV cache of the sampler (Fast-dLLM, arXiv 2505.22618): none (exact decoding), "
+        "prefix or dual (faster, approximate: see docs/sampling.md).",
+    )
+    kv_cache_refresh: int = _f(
+        0, "Steps between KV-cache refreshes within a block; 0 = once per block."
+    )
+    parallel_threshold: float = _f(
+        0.0,
+        "Parallel decoding (Fast-dLLM): commit every masked position of the block whose "
+        "confidence reaches this, at least the schedule's pace; low_confidence only; 0 = off.",
+    )
 
     def validate_sampling(self) -> None:
         if self.remasking not in REMASKING:
             raise ValueError(f"remasking={self.remasking!r} is unknown; choose one of {REMASKING}")
+        if self.kv_cache not in CACHE_MODES:
+            raise ValueError(f"kv_cache={self.kv_cache!r} is unknown; choose one of {CACHE_MODES}")
+        if self.kv_cache_refresh < 0:
+            raise ValueError(
+                f"kv_cache_refresh={self.kv_cache_refresh} must be >= 0 (0 = once per block)"
+            )
+        if not 0 <= self.parallel_threshold <= 1:
+            raise ValueError(
+                f"parallel_threshold={self.parallel_threshold} must be in [0, 1] (0 = off)"
+            )
+        if self.parallel_threshold and self.remasking != "low_confidence":
+            raise ValueError(
+                f"parallel_threshold applies to remasking=low_confidence, not "
+                f"{self.remasking!r}; set parallel_threshold=0 or remasking=low_confidence"
+            )
         if not 0 <= self.temperature < float("inf"):  # also rejects NaN
             raise ValueError(f"temperature={self.temperature} must be finite and >= 0 (0 = greedy)")
         for name in ("max_completion_length", "diffusion_steps", "block_length"):
@@ -651,10 +679,24 @@ class DemoConfig(CommonConfig):
     guidance_scale: float = _f(
         0.0, "Image classifier-free guidance w, (1+w) cond - w uncond (paper: 3-3.5); 0 = off."
     )
+    kv_cache: str = _f(
+        "none",
+        "Text: block KV cache of the MaskGRPO rollouts (none, prefix, dual); the "
+        "before/after evaluations always decode exactly.",
+    )
+    parallel_threshold: float = _f(
+        0.0, "Text: parallel decoding threshold of the MaskGRPO rollouts; 0 = off."
+    )
 
     def validate(self) -> None:
         super().validate()
         check_synthetic(self.dataset)
+        if self.kv_cache not in CACHE_MODES:
+            raise ValueError(f"kv_cache={self.kv_cache!r} is unknown; choose one of {CACHE_MODES}")
+        if not 0 <= self.parallel_threshold <= 1:
+            raise ValueError(
+                f"parallel_threshold={self.parallel_threshold} must be in [0, 1] (0 = off)"
+            )
         if self.estimator not in STRATEGIES:
             raise ValueError(f"estimator={self.estimator!r}; choose one of {STRATEGIES}")
         if self.modality not in ("text", "image"):

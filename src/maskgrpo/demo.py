@@ -68,6 +68,8 @@ def demo_train_config(cfg: DemoConfig, grpo_seconds: float = 0.0) -> TrainConfig
         dim=TINY_DIM,
         n_layers=TINY_LAYERS,
         n_heads=TINY_HEADS,
+        kv_cache=cfg.kv_cache,
+        parallel_threshold=cfg.parallel_threshold,
     )
 
 

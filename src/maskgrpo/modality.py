@@ -27,6 +27,9 @@ class SamplerSettings:
     block_length: int
     temperature: float
     remasking: str
+    kv_cache: str = "none"  # block KV cache: none (exact), prefix or dual
+    kv_cache_refresh: int = 0  # steps between cache refreshes in a block; 0 = once per block
+    parallel_threshold: float = 0.0  # parallel decoding threshold; 0 = the fixed schedule
 
 
 class Modality(Protocol):
@@ -107,6 +110,9 @@ class TextModality:
             temperature=settings.temperature,
             remasking=settings.remasking,
             generator=generator,
+            kv_cache=settings.kv_cache,
+            kv_cache_refresh=settings.kv_cache_refresh,
+            parallel_threshold=settings.parallel_threshold or None,
         ).sequences
 
     def decode(self, completions: Tensor) -> list[str]:

@@ -188,6 +188,9 @@ def sampler_settings_for(cfg: EvalConfig) -> SamplerSettings:
         block_length=cfg.block_length or gen_length,
         temperature=cfg.temperature,
         remasking=cfg.remasking,
+        kv_cache=cfg.kv_cache,
+        kv_cache_refresh=cfg.kv_cache_refresh,
+        parallel_threshold=cfg.parallel_threshold,
     )
 
 
@@ -215,6 +218,9 @@ def benchmark_protocol(cfg: EvalConfig, system: str) -> EvalProtocol:
         few_shot_file=cfg.few_shot_file if cfg.few_shot else "",
         system_prompt=system,
         remasking=settings.remasking,
+        kv_cache=settings.kv_cache,
+        kv_cache_refresh=settings.kv_cache_refresh,
+        parallel_threshold=settings.parallel_threshold,
     )
 
 

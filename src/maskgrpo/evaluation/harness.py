@@ -56,6 +56,11 @@ class EvalProtocol:
     )
     system_prompt: str = field(default="", metadata={"help": "system turn given to the model"})
     remasking: str = field(default="low_confidence", metadata={"help": "sampler remasking rule"})
+    kv_cache: str = field(default="none", metadata={"help": "block KV cache (none = exact)"})
+    kv_cache_refresh: int = field(default=0, metadata={"help": "steps between cache refreshes"})
+    parallel_threshold: float = field(
+        default=0.0, metadata={"help": "parallel decoding threshold (0 = fixed schedule)"}
+    )
 
     def __post_init__(self) -> None:
         for name in ("gen_length", "steps", "block_length", "n_samples"):

@@ -10,7 +10,10 @@ at load time (or makes one from the model's config) and returns a :class:`ModelC
 - ``logits(ids, attention)`` = ``head(hidden_states(ids, attention))``;
 - ``padding(clean_ids)``: the key-padding mask of left-padded rows (their leading pad tokens),
   for families whose padding is inferred;
-- ``vocab_limit``: ids at or above it are not tokens of the tokenizer (never sampled).
+- ``vocab_limit``: ids at or above it are not tokens of the tokenizer (never sampled);
+- ``block_cache(keep, ...)``: a :class:`~maskgrpo.models.layers.BlockCache` for the sampler's
+  block KV cache, running the family's layers natively on the same modules (None when the
+  family has no native layers, or under a distributed wrapper).
 
 Padding is exact for every family: a row computes what it computes alone, unpadded. Families
 with position ids keep rows left-padded (Dream); the others see them right-padded, so the real
@@ -22,8 +25,7 @@ When the split into hidden states and head is unavailable (the probe failed, or 
 in a distributed wrapper whose ``forward`` must run for gradient synchronisation), the "hidden
 states" are the forward's full logits and ``head`` is the identity.
 
-A later extension (a block KV cache, block-local heads) belongs here: ``hidden_states`` is the
-only place that runs the trunk.
+``hidden_states`` and ``block_cache`` are the only places that run the trunk.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ import torch
 from torch import Tensor, nn
 
 from .family import Binding, Family, Head, Trunk, leading_padding, tokenizer_size
+from .layers import BlockCache
 from .registry import TINY, detect_family
 
 __all__ = ["ModelCall", "base_model", "bind_family", "model_call"]
@@ -115,6 +118,7 @@ class ModelCall:
     trunk: Trunk | None  # None: the forward's full logits stand in for hidden states
     head_fn: Head | None
     context: Callable[[], contextlib.AbstractContextManager[Any]]
+    base: nn.Module | None = None  # the model under every wrapper (None: unknown)
 
     @property
     def lean(self) -> bool:
@@ -153,6 +157,30 @@ class ModelCall:
     def logits(self, ids: Tensor, attention: Tensor | None = None) -> Tensor:
         """``(B, L, V)`` logits, position ``i`` predicting token ``i``."""
         return self.head(self.hidden_states(ids, attention))
+
+    def block_cache(self, ids: Tensor, attention: Tensor | None, mode: str) -> BlockCache | None:
+        """A block KV cache for sequences like ``ids`` ``(B, L)`` with key padding ``attention``.
+
+        None when the model cannot take one: its family has no native layers for it, the split
+        into hidden states and head is unavailable, or it sits in a distributed wrapper (whose
+        ``forward`` must run). Its hidden states go through :meth:`head` like
+        :meth:`hidden_states`'.
+        """
+        if self.trunk is None or self.base is None:
+            return None
+        layers = self.family.layers(self.base)
+        if layers is None:
+            return None
+        return BlockCache(
+            layers,
+            _left_padding(attention, ids),
+            batch=ids.shape[0],
+            length=ids.shape[1],
+            device=ids.device,
+            mode=mode,
+            shift=self.family.shift,
+            context=self.context,
+        )
 
     def _aligned(self, ids: Tensor, keep: Tensor | None) -> Tensor:
         if self.trunk is not None:
@@ -226,7 +254,7 @@ def model_call(model: nn.Module, *, lean: bool = True) -> ModelCall:
         trunk, head = family.trunk(base), family.head(base)
         if trunk is None or head is None:
             trunk = head = None
-    return ModelCall(family, binding, model, trunk, head, context)
+    return ModelCall(family, binding, model, trunk, head, context, base)
 
 
 def _probe_ids(binding: Binding, length: int, device: torch.device) -> Tensor:

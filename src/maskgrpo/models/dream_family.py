@@ -12,7 +12,8 @@ Conventions, read off its published ``modeling_dream.py`` and ``generation_utils
   left-padded, as in Dream's own sampler. The mask here hides padding *keys* only,
   ``(B, 1, 1, L)``: a padding query row that hides everything would be all-masked;
 - the trunk is ``model.model`` (``DreamBaseModel``, returning ``last_hidden_state``), the head
-  ``lm_head``; the mask token ``<|mask|>``; ``use_cache=False`` on every call; LoRA on the
+  ``lm_head``; the sampler's block cache runs the layers natively on the same modules
+  (:mod:`maskgrpo.models.native_dream`); the mask token ``<|mask|>``; ``use_cache=False`` on every call; LoRA on the
   Qwen2 names ``q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj``.
 """
 
@@ -22,7 +23,9 @@ from typing import Any
 
 from torch import Tensor, nn
 
-from .family import Family, Head, Trunk
+from .family import Family, Head, Trunk, own_split
+from .layers import Layers
+from .native_dream import dream_layers
 
 __all__ = ["DreamFamily"]
 
@@ -55,6 +58,9 @@ class DreamFamily(Family):
         return dream_padding(keep)
 
     def trunk(self, model: nn.Module) -> Trunk | None:
+        own = own_split(model)  # NativeDream
+        if own is not None:
+            return own[0]
         base = getattr(model, "model", None)
         if not isinstance(base, nn.Module):
             return None
@@ -67,3 +73,6 @@ class DreamFamily(Family):
     def head(self, model: nn.Module) -> Head | None:
         head = getattr(model, "lm_head", None)
         return head if isinstance(head, nn.Module) else None
+
+    def layers(self, model: nn.Module) -> Layers | None:
+        return dream_layers(model)

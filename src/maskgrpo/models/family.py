@@ -14,7 +14,9 @@ the published model families differ:
 - **the mask token** strings tried first, **the LoRA preset**, **the cache flag**
   (:meth:`Family.prepare`);
 - **hidden states and head**: :meth:`Family.trunk` gives the final hidden states ``(B, L, D)``
-  and :meth:`Family.head` maps them to logits, so the head is applied only where needed.
+  and :meth:`Family.head` maps them to logits, so the head is applied only where needed;
+- **the layers as steps** (:meth:`Family.layers`, :mod:`maskgrpo.models.layers`), which the
+  block KV cache of the sampler runs; None where the architecture is not implemented natively.
 
 The per-model facts measured at load time (pad id, tokenizer size, whether the code honours the
 padding mask, whether the trunk/head split reproduces the forward) live in a :class:`Binding`.
@@ -31,6 +33,8 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 
+from .layers import Layers, TinyLayers
+
 __all__ = [
     "Binding",
     "Family",
@@ -40,6 +44,7 @@ __all__ = [
     "Trunk",
     "additive_key_bias",
     "leading_padding",
+    "own_split",
     "tokenizer_size",
 ]
 
@@ -128,11 +133,15 @@ class Family:
         """The output head of ``model`` (hidden states -> logits), or None."""
         return None
 
+    def layers(self, model: nn.Module) -> Layers | None:
+        """``model``'s layers as steps for the block KV cache, or None (no cache)."""
+        return None
+
     def __repr__(self) -> str:
         return f"<family {self.name}>"
 
 
-def _own_split(model: nn.Module) -> tuple[Trunk, Head] | None:
+def own_split(model: nn.Module) -> tuple[Trunk, Head] | None:
     """``model.hidden_states`` + ``model.lm_head`` (the built-in tiny model's convention)."""
     hidden = getattr(model, "hidden_states", None)
     head = getattr(model, "lm_head", None)
@@ -157,12 +166,22 @@ class ModuleFamily(Family):
         return {} if keep is None else {"attention_mask": keep}
 
     def trunk(self, model: nn.Module) -> Trunk | None:
-        split = _own_split(model)
+        split = own_split(model)
         return None if split is None else split[0]
 
     def head(self, model: nn.Module) -> Head | None:
-        split = _own_split(model)
+        split = own_split(model)
         return None if split is None else split[1]
+
+    def layers(self, model: nn.Module) -> Layers | None:
+        """The built-in tiny model's layers (a module of another layout: None)."""
+        parts = ("tok", "pos", "blocks", "norm", "config")
+        if not all(hasattr(model, p) for p in parts):
+            return None
+        blocks: Any = model.blocks
+        if not all(hasattr(b, p) for b in blocks for p in ("qkv", "proj", "mlp", "norm1", "norm2")):
+            return None
+        return TinyLayers(model)
 
 
 class GenericFamily(Family):
@@ -176,7 +195,7 @@ class GenericFamily(Family):
     lora_preset = "llama"
 
     def trunk(self, model: nn.Module) -> Trunk | None:
-        own = _own_split(model)
+        own = own_split(model)
         if own is not None:
             return own[0]
         prefix = getattr(model, "base_model_prefix", "")
@@ -190,7 +209,7 @@ class GenericFamily(Family):
         return trunk
 
     def head(self, model: nn.Module) -> Head | None:
-        own = _own_split(model)
+        own = own_split(model)
         if own is not None:
             return own[1]
         get_head = getattr(model, "get_output_embeddings", None)

@@ -14,8 +14,9 @@ Conventions, read off their published ``modeling_llada.py`` / ``modeling_mmada.p
   trunk here runs the same modules the forward runs -- embedding, the blocks with the additive
   key bias, the final norm -- and stops before the head; the load-time probe checks that the
   head of these hidden states equals the forward's logits before it is used;
-- the mask token ``<|mdm_mask|>`` (``config.mask_token_id``); KV cache off (the forward asserts
-  it); LoRA on ``q_proj, k_proj, v_proj, attn_out, ff_proj, up_proj, ff_out`` of the blocks
+- the mask token ``<|mdm_mask|>`` (``config.mask_token_id``); the forward asserts that no KV
+  cache is used, so the sampler's block cache runs the backbone natively on the same modules
+  (:mod:`maskgrpo.models.native_llada`); LoRA on ``q_proj, k_proj, v_proj, attn_out, ff_proj, up_proj, ff_out`` of the blocks
   (the head, also named ``ff_out``, is excluded by :func:`maskgrpo.lora.apply_lora`).
 """
 
@@ -27,7 +28,9 @@ from typing import Any
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .family import Family, Head, Trunk, additive_key_bias
+from .family import Family, Head, Trunk, additive_key_bias, own_split
+from .layers import Layers
+from .native_llada import llada_layers
 
 __all__ = ["LLaDAFamily", "MMaDAFamily"]
 
@@ -67,6 +70,9 @@ class LLaDAFamily(Family):
         return kwargs
 
     def trunk(self, model: nn.Module) -> Trunk | None:
+        own = own_split(model)  # NativeLLaDA
+        if own is not None:
+            return own[0]
         core = _core(model)
         if core is None:
             return None
@@ -89,6 +95,9 @@ class LLaDAFamily(Family):
         return trunk
 
     def head(self, model: nn.Module) -> Head | None:
+        own = own_split(model)  # NativeLLaDA
+        if own is not None:
+            return own[1]
         core = _core(model)
         if core is None:
             return None
@@ -103,6 +112,9 @@ class LLaDAFamily(Family):
             return logits if scale is None else logits * scale
 
         return head
+
+    def layers(self, model: nn.Module) -> Layers | None:
+        return llada_layers(model)
 
 
 class MMaDAFamily(LLaDAFamily):

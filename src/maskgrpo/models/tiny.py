@@ -3,8 +3,9 @@
 ``model(input_ids).logits`` is ``(B, L, V)``, as for ``transformers`` models, so every algorithm in
 the package runs unchanged on it and on hub models. Pre-norm blocks, learned absolute positions,
 full (non-causal) attention through ``scaled_dot_product_attention``. Saved as
-``config.json`` + ``model.safetensors``. Deliberately minimal: no KV cache (a masked diffusion
-model re-reads the whole sequence each step), no rotary embeddings.
+``config.json`` + ``model.safetensors``. Deliberately minimal: no rotary embeddings; its forward
+re-reads the whole sequence (the sampler's block KV cache runs its layers step by step:
+:class:`maskgrpo.models.layers.TinyLayers`).
 """
 
 from __future__ import annotations

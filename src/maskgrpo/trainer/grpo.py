@@ -133,6 +133,9 @@ def sampler_settings(
         block_length=cfg.block_length or gen_length,
         temperature=0.0 if greedy else cfg.temperature,
         remasking=cfg.remasking,
+        kv_cache=cfg.kv_cache,
+        kv_cache_refresh=cfg.kv_cache_refresh,
+        parallel_threshold=cfg.parallel_threshold,
     )
 
 
@@ -218,7 +221,9 @@ def make_rollout(
             dist_wrap.view_logprobs(model, view, seqs, micro_batch_size=micro, vocab_range=vocab)[0]
         )
         ref.append(
-            dist_wrap.view_logprobs(ref_model, view, seqs, micro_batch_size=micro, vocab_range=vocab)[0]
+            dist_wrap.view_logprobs(
+                ref_model, view, seqs, micro_batch_size=micro, vocab_range=vocab
+            )[0]
             if ref_model
             else None
         )

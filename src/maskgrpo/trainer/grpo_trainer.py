@@ -242,6 +242,9 @@ class MaskGRPOTrainer:
             block_length=a.block_length or gen_length,
             temperature=a.temperature,
             remasking=a.remasking,
+            kv_cache=a.kv_cache,
+            kv_cache_refresh=a.kv_cache_refresh,
+            parallel_threshold=a.parallel_threshold,
         )
 
 

@@ -75,6 +75,9 @@ class HeldOutEvaluation:
             dataset=dataset,
             system_prompt=system_prompt,
             remasking=self.settings.remasking,
+            kv_cache=self.settings.kv_cache,
+            kv_cache_refresh=self.settings.kv_cache_refresh,
+            parallel_threshold=self.settings.parallel_threshold,
         )
         log.info(
             "held-out evaluation: %d rows, pass when %s >= %s",
