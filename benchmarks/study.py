@@ -4,8 +4,9 @@ Usage: python benchmarks/study.py PART [--quick] [--seeds 0 1 2] [--out runs/stu
 
 PART is one of ablation, truncation, kl, emerge_vs_maskgit, fidelity, speed, length, report.
 ``length`` (see ``study_length.py``) runs the estimators at answer lengths 4, 8 and 16; its
-``--lengths`` runs a subset (two processes may split the lengths; each length's runs are its
-own). Every run
+``--lengths`` runs a subset (each length's runs are its own), ``--jobs 2`` runs two
+``(length, seed)`` pairs side by side, and ``--collect`` writes the section from the runs that
+finished (it names the missing ones). Every run
 writes its own JSON under ``--out`` (``--out/quick`` with ``--quick``) and is reused if it exists;
 each part also writes ``sections/<part>.json``, from which ``docs/results.md`` is rebuilt (a full
 result replaces a smoke one). Plots go to ``docs/results/``.
@@ -122,8 +123,10 @@ def part_speed(args: argparse.Namespace, out: Path) -> dict[str, Any]:
 
 def part_length(args: argparse.Namespace, out: Path) -> dict[str, Any]:
     lengths = tuple(args.lengths or study_length.LENGTHS)
-    runs = study_length.study(args.seeds, out, args.quick, lengths)
-    return study_length_report.length_section(runs, args.plot_dir, args.tag)
+    if args.jobs > 1 and not args.collect:
+        study_length.run_parallel(args.seeds, out, args.quick, lengths, args.jobs)
+    runs = study_length.study(args.seeds, out, args.quick, lengths, run=not args.collect)
+    return study_length_report.length_section(runs, args.plot_dir, args.tag, args.seeds)
 
 
 HANDLERS = {
@@ -157,6 +160,17 @@ def main(argv: list[str] | None = None) -> None:
         default=None,
         help="length part: answer lengths to run (default: all); the section needs all of them",
     )
+    parser.add_argument(
+        "--jobs",
+        type=int,
+        default=1,
+        help="length part: (length, seed) pairs run side by side, each in its own process",
+    )
+    parser.add_argument(
+        "--collect",
+        action="store_true",
+        help="length part: write the section from the runs that finished, run nothing",
+    )
     parser.add_argument("--out", default="runs/study", help="folder of the runs' JSON results")
     parser.add_argument("--docs", default=str(ROOT / "docs"), help="where results.md is written")
     parser.add_argument(
@@ -185,6 +199,8 @@ def main(argv: list[str] | None = None) -> None:
             if not (a.startswith("--docs") or given[i - 1 : i] == ["--docs"])
         ]
     )
+    if args.jobs < 1:
+        parser.error(f"--jobs {args.jobs}: give 1 or more processes")
     if args.part == "length" and set(args.lengths or ()) not in (set(), set(study_length.LENGTHS)):
         study_length.study(args.seeds, out, args.quick, tuple(args.lengths))
         print("runs done; `python benchmarks/study.py length` (all lengths) writes the section")

@@ -4,10 +4,12 @@ Running sums (:mod:`maskgrpo.tasks.running_sums`) at answer lengths 4, 8 and 16:
 digit depends on the one before it, so the task is left to right at every length, and the
 fading-out ramp spans 5, 9 or 17 completion positions (the answer and its EOS).
 
-Per length and seed, one SFT base (the demo's recipe and model: SFT until greedy accuracy on
-500 *training* prompts reaches the length's target, checked every 50 steps, every 10 once it
-rises), saved once under ``<out>/length/L<n>/base/seed<s>`` and shared by every estimator of
-that seed. Each run is :class:`~maskgrpo.trainer.grpo_trainer.MaskGRPOTrainer` with the demo's
+Per length, one SFT base (the demo's recipe and model, SFT seed ``BASE_SEED``: SFT until greedy
+accuracy on ``PROBE_ROWS`` *training* prompts reaches the length's target, checked every 50
+steps, every 10 once it rises, or until the length's cap of SFT steps), saved once under
+``<out>/length/L<n>/base/seed<BASE_SEED>`` and shared by every estimator and seed of that
+length: the seeds change the rollouts, the prompt order and the dropout-free training noise of
+MaskGRPO, not the base (one base per length keeps the study within its CPU budget). Each run is :class:`~maskgrpo.trainer.grpo_trainer.MaskGRPOTrainer` with the demo's
 MaskGRPO settings (:func:`maskgrpo.demo.demo_train_config`) and the length's fixed number of
 steps and prompts per step, so every estimator of a length gets the same rollout budget. The
 sampler is the library's default: one block over the completion, one token per step,
@@ -26,9 +28,12 @@ import dataclasses
 import functools
 import json
 import logging
+import resource
 import shutil
 import subprocess
+import sys
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -63,8 +68,9 @@ ESTIMATORS = (
     ("coupled", "coupled", 0.6),
 )
 SPLIT_SEED = 0  # the train/held-out split: the same held-out prompts for every seed
-SAVE_EVERY = 25  # steps between the checkpoints an interrupted run resumes from
-PROBE_ROWS = 500  # training prompts of the SFT stopping rule
+SAVE_EVERY = 10  # steps between the checkpoints an interrupted run resumes from
+PROBE_ROWS = 200  # training prompts of the SFT stopping rule
+BASE_SEED = 0  # one SFT base per length, shared by every seed's runs (see BUDGETS)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -82,13 +88,20 @@ class LengthBudget:
         return f"s{self.steps}x{self.prompts_per_step}"
 
 
-# The same rollout budget at every length: 100 steps x 32 prompts x 8 rollouts, sized so the
-# whole study (36 runs, 9 bases) fits about 4 CPU-hours (measured: about 1.2, 2.3 and 4.9 CPU
-# seconds per step at lengths 4, 8 and 16, one torch thread).
+# The same rollout budget at every length, 50 steps x 8 prompts x 8 rollouts, and one SFT base
+# per length (seed BASE_SEED) shared by the three seeds' runs: sized so the whole study (36 runs,
+# 3 bases) fits about 1.5 CPU-hours on a shared 2-core machine (measured at 32 prompts per step:
+# about 1.2, 2.3 and 4.9 CPU seconds per step at lengths 4, 8 and 16, one torch thread; SFT
+# about 0.07 and 0.16 CPU seconds per step at lengths 8 and 16, stopping-rule checks included).
+# SFT stops at 20% greedy exact match on training prompts or at the length's cap, whichever
+# comes first; the section reports the base accuracy each length actually started from.
 BUDGETS: dict[int, LengthBudget] = {
-    n: LengthBudget(steps=100, prompts_per_step=32, eval_prompts=1000, sft_max_steps=6000,
-                    sft_target=0.2)
-    for n in LENGTHS
+    4: LengthBudget(steps=50, prompts_per_step=8, eval_prompts=500, sft_max_steps=4000,
+                    sft_target=0.2),
+    8: LengthBudget(steps=50, prompts_per_step=8, eval_prompts=500, sft_max_steps=3000,
+                    sft_target=0.2),
+    16: LengthBudget(steps=50, prompts_per_step=8, eval_prompts=500, sft_max_steps=1500,
+                     sft_target=0.2),
 }  # fmt: skip
 QUICK = LengthBudget(steps=2, prompts_per_step=4, eval_prompts=40, sft_max_steps=30,
                      sft_target=0.2)  # fmt: skip
@@ -198,9 +211,10 @@ def sft_to_target(
         nonlocal accuracy
         if step % (SFT_CHECK_FINE if accuracy >= 0.02 else SFT_CHECK):
             return False
-        accuracy = evaluate_task(
-            policy.model, modality, probe, greedy, num_prompts=PROBE_ROWS
-        ).accuracy
+        ev = evaluate_task(policy.model, modality, probe, greedy, num_prompts=PROBE_ROWS)
+        accuracy = ev.accuracy
+        log.info("SFT L%d seed %d step %d: training-prompt accuracy %.3f, reward %.3f",
+                 task.answer_chars, seed, step, accuracy, ev.reward)  # fmt: skip
         return accuracy >= budget.sft_target
 
     losses = train_sft(
@@ -224,7 +238,7 @@ def length_run(
     cached = _load(folder / "result.json")
     if cached is not None:
         return cached
-    base = length_base(length, seed, out, quick)
+    base = length_base(length, BASE_SEED, out, quick)
     budget, task = budget_of(length, quick), task_of(length, quick)
     cfg = train_config(length, strategy, gamma, seed, budget, folder / "grpo", base["model"])
     policy = load_policy(base["model"], alphabet=task.alphabet, max_length=0)
@@ -251,6 +265,8 @@ def length_run(
         "resumed": resume,
         "commit": commit(),
         "sft_steps": base["sft_steps"],
+        "sft_target": base["sft_target"],
+        "sft_max_steps": budget.sft_max_steps,
         "base_cpu_seconds": base["cpu_seconds"],
         "seconds": time.time() - t0,
         "cpu_seconds": time.process_time() - cpu0,
@@ -291,14 +307,62 @@ def train_config(
     )
 
 
+def run_parallel(
+    seeds: list[int], out: Path, quick: bool, lengths: tuple[int, ...], jobs: int
+) -> None:
+    """Every ``(length, seed)`` (its four runs) in its own ``study.py length`` process, ``jobs``
+    at a time, one torch thread each. The first job of a length builds the length's shared base
+    (longest length first); the length's other jobs wait for that base before they start."""
+    script = Path(__file__).resolve().parent / "study.py"
+    order = sorted(lengths, reverse=True)
+    queue = [(n, seeds[0]) for n in order] + [(n, s) for n in order[::-1] for s in seeds[1:]]
+    out_root = out.parent if quick else out  # study.py adds "quick" itself
+    builders: dict[int, Future[int]] = {}
+
+    def one(item: tuple[int, int]) -> int:
+        n, s = item
+        base = out / "length" / f"L{n}" / "base" / f"seed{BASE_SEED}" / "base.json"
+        if s != seeds[0]:
+            while not base.is_file() and not builders[n].done():
+                time.sleep(5)
+        cmd = [sys.executable, str(script), "length", "--lengths", str(n), "--seeds", str(s),
+               "--out", str(out_root), "--threads", "1", *(["--quick"] if quick else [])]  # fmt: skip
+        log_path = out / "length" / "logs" / f"L{n}-seed{s}.log"
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        with log_path.open("a") as sink:
+            done = subprocess.run(cmd, stdout=sink, stderr=subprocess.STDOUT)
+        log.info("L%d seed %d finished (exit %d, log %s)", n, s, done.returncode, log_path)
+        return done.returncode
+
+    with ThreadPoolExecutor(max_workers=jobs) as pool:
+        futures = []
+        for item in queue:
+            futures.append(pool.submit(one, item))
+            if item[1] == seeds[0]:
+                builders[item[0]] = futures[-1]
+        codes = [f.result() for f in futures]
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    log.info("CPU time of the length processes: %.0f s", children.ru_utime + children.ru_stime)
+    failed = [q for q, c in zip(queue, codes, strict=True) if c]
+    if failed:
+        raise RuntimeError(f"length runs failed for (length, seed) {failed}: see their logs")
+
+
 def study(
-    seeds: list[int], out: Path, quick: bool, lengths: tuple[int, ...] = LENGTHS
+    seeds: list[int], out: Path, quick: bool, lengths: tuple[int, ...] = LENGTHS, run: bool = True
 ) -> dict[int, dict[str, list[dict]]]:
-    """Every run of ``lengths``, seed by seed: ``{length: {estimator: runs}}``."""
+    """Every run of ``lengths``, seed by seed: ``{length: {estimator: runs}}``. With
+    ``run=False`` only the runs that finished (a missing one is left out, not run)."""
     runs: dict[int, dict[str, list[dict]]] = {}
     for length in lengths:
         runs[length] = {name: [] for name, _, _ in ESTIMATORS}
         for seed in seeds:
             for name, strategy, gamma in ESTIMATORS:
-                runs[length][name].append(length_run(length, strategy, gamma, seed, out, quick))
+                if run:
+                    record = length_run(length, strategy, gamma, seed, out, quick)
+                else:
+                    path = run_dir(length, strategy, gamma, seed, out, quick) / "result.json"
+                    record = _load(path)
+                if record is not None:
+                    runs[length][name].append(record)
     return runs

@@ -20,22 +20,66 @@ PAIRS = (
 QUARTERS = ("first", "second", "third", "last")
 
 
-def length_section(runs: Runs, plot_dir: Path, tag: str) -> dict[str, Any]:
-    """The section's markdown, its plot, and the totals the reading quotes."""
-    plot = _plot(runs, plot_dir / f"length_{tag}.png", tag)
-    lines = [*_setup(runs), "", *_per_run(runs), "", *_summary(runs), "", *_pairs(runs)]
-    lines += ["", *_positions(runs), "", *_cpu(runs)]
-    return {"markdown": "\n".join(lines), "plots": [plot], "cpu_seconds": _cpu_total(runs)}
+def length_section(
+    runs: Runs, plot_dir: Path, tag: str, seeds: list[int] | None = None
+) -> dict[str, Any]:
+    """The section's markdown, its plot, and the totals the reading quotes. Lengths and
+    estimators without finished runs are named as missing (``seeds``: the seeds planned)."""
+    planned = seeds if seeds is not None else sorted({r["seed"] for r in _all(runs)})
+    coverage, missing = _coverage(runs, planned)
+    done: Runs = {n: {k: rs for k, rs in by.items() if rs} for n, by in runs.items()}
+    done = {n: by for n, by in done.items() if by}
+    lines = [*coverage, ""]
+    if done:
+        plot = _plot(done, plot_dir / f"length_{tag}.png", tag)
+        lines += [*_setup(done), "", *_per_run(done), "", *_summary(done), "", *_pairs(done)]
+        lines += ["", *_positions(done), "", *_cpu(done)]
+    plots = [plot] if done else []
+    return {
+        "markdown": "\n".join(lines),
+        "plots": plots,
+        "cpu_seconds": _cpu_total(done),
+        "missing": missing,
+    }
+
+
+def _all(runs: Runs) -> list[dict[str, Any]]:
+    return [r for by in runs.values() for rs in by.values() for r in rs]
+
+
+def _coverage(runs: Runs, seeds: list[int]) -> tuple[list[str], list[str]]:
+    """One line per length: the runs that finished and the ones planned but missing."""
+    lines, missing = (
+        ["Runs that finished (of 4 estimators x the seeds planned per length):", ""],
+        [],
+    )
+    for n, by_name in runs.items():
+        gone = [
+            f"{name} seed {s}"
+            for name, rs in by_name.items()
+            for s in seeds
+            if s not in {r["seed"] for r in rs}
+        ]
+        have = sum(len(rs) for rs in by_name.values())
+        note = "all" if not gone else "missing: " + ", ".join(gone)
+        lines.append(f"- length {n}: {have} of {len(by_name) * len(seeds)} runs ({note})")
+        missing += [f"L{n} {g}" for g in gone]
+    return lines, missing
 
 
 def _first(runs: Runs, length: int) -> list[dict[str, Any]]:
-    return next(iter(runs[length].values()))
+    """One run per seed of ``length`` (any estimator): the bases' records."""
+    bases: dict[int, dict[str, Any]] = {}
+    for rs in runs[length].values():
+        for r in rs:
+            bases.setdefault(r["seed"], r)
+    return [bases[s] for s in sorted(bases)]
 
 
 def _setup(runs: Runs) -> list[str]:
     lines = [
-        "| answer length | steps x rollouts per step | sampler (rollouts; evaluation greedy) | "
-        "SFT steps per seed | base held-out acc per seed | commit |",
+        "| answer length | steps x prompts x rollouts per prompt | sampler (rollouts; evaluation "
+        "greedy) | SFT base: steps (target / cap) | base held-out exact / token acc | commit |",
         "|---|---|---|---|---|---|",
     ]
     for n in runs:
@@ -46,14 +90,27 @@ def _setup(runs: Runs) -> list[str]:
         block = cfg["block_length"] or gen
         sampler = (
             f"{gen} tokens, {steps} steps, block {block}, {cfg['remasking']}, "
-            f"T={cfg['temperature']}"
+            f"T={cfg['temperature']}, kv_cache={cfg.get('kv_cache', 'none')}, "
+            f"parallel_threshold={cfg.get('parallel_threshold', 0)}"
         )
-        rollouts = f"{first[0]['steps']} x {first[0]['rollouts_per_step']}"
-        sft = ", ".join(str(r["sft_steps"]) for r in first)
-        base = ", ".join(f"{r['base']['accuracy']:.3f}" for r in first)
+        group = cfg["num_generations"]
+        rollouts = f"{first[0]['steps']} x {first[0]['rollouts_per_step'] // group} x {group}"
+        bases = {r["config"]["model"]: r for r in first}
+        sft = ", ".join(
+            f"{r['sft_steps']} ({r.get('sft_target', '?')} / {r.get('sft_max_steps', '?')})"
+            for r in bases.values()
+        )
+        base = ", ".join(
+            f"{r['base']['accuracy']:.3f} / {token_accuracy(r['base']):.3f}" for r in bases.values()
+        )
         commits = sorted({r.get("commit", "?") for rs in runs[n].values() for r in rs})
         lines.append(f"| {n} | {rollouts} | {sampler} | {sft} | {base} | {', '.join(commits)} |")
     return lines
+
+
+def token_accuracy(ev: dict[str, Any]) -> float:
+    """Mean over answer positions of the held-out accuracy at the position."""
+    return statistics.fmean(ev["per_position"])
 
 
 def _per_run(runs: Runs) -> list[str]:
@@ -163,7 +220,7 @@ def _positions(runs: Runs) -> list[str]:
 def _cpu_total(runs: Runs) -> dict[str, float]:
     out: dict[str, float] = {}
     for n, by_name in runs.items():
-        bases = {r["seed"]: r.get("base_cpu_seconds", 0.0) for r in _first(runs, n)}
+        bases = {r["config"]["model"]: r.get("base_cpu_seconds", 0.0) for r in _first(runs, n)}
         train = sum(r["cpu_seconds"] for rs in by_name.values() for r in rs)
         out[str(n)] = train + sum(bases.values())
     out["total"] = sum(out.values())
