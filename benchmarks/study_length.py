@@ -8,8 +8,8 @@ Per length, one SFT base (the demo's recipe and model, SFT seed ``BASE_SEED``: S
 accuracy on ``PROBE_ROWS`` *training* prompts reaches the length's target, checked every 50
 steps, every 10 once it rises, or until the length's cap of SFT steps), saved once under
 ``<out>/length/L<n>/base/seed<BASE_SEED>`` and shared by every estimator and seed of that
-length: the seeds change the rollouts, the prompt order and the dropout-free training noise of
-MaskGRPO, not the base (one base per length keeps the study within its CPU budget). Each run is :class:`~maskgrpo.trainer.grpo_trainer.MaskGRPOTrainer` with the demo's
+length: the seeds change MaskGRPO's rollouts and prompt order, not the
+base (one base per length keeps the study within its CPU budget). Each run is :class:`~maskgrpo.trainer.grpo_trainer.MaskGRPOTrainer` with the demo's
 MaskGRPO settings (:func:`maskgrpo.demo.demo_train_config`) and the length's fixed number of
 steps and prompts per step, so every estimator of a length gets the same rollout budget. The
 sampler is the library's default: one block over the completion, one token per step,

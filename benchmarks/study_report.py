@@ -14,7 +14,7 @@ FULL_COMMANDS = {
     "emerge_vs_maskgit": "python benchmarks/study.py emerge_vs_maskgit --seeds 0 1 2",
     "fidelity": "python benchmarks/study.py fidelity --seeds 0",
     "speed": "python benchmarks/study.py speed --seeds 0",
-    "length": "python benchmarks/study.py length --seeds 0 1 2",
+    "length": "python benchmarks/study.py length --seeds 0 1 2 --jobs 2",
 }
 TITLES = {
     "ablation": "1. Estimator ablation (running sums, text)",
