@@ -6,6 +6,7 @@ import statistics
 from pathlib import Path
 from typing import Any
 
+from study_length import BUDGETS
 from study_report import _acc, _final_reward, _paired, _smooth
 
 Runs = dict[int, dict[str, list[dict[str, Any]]]]  # {length: {estimator: one run per seed}}
@@ -33,6 +34,7 @@ def length_section(
     if done:
         plot = _plot(done, plot_dir / f"length_{tag}.png", tag)
         lines += [*_setup(done), "", *_per_run(done), "", *_summary(done), "", *_pairs(done)]
+        lines += ["", *_token_pairs(done)]
         lines += ["", *_positions(done), "", *_cpu(done)]
     plots = [plot] if done else []
     return {
@@ -97,7 +99,8 @@ def _setup(runs: Runs) -> list[str]:
         rollouts = f"{first[0]['steps']} x {first[0]['rollouts_per_step'] // group} x {group}"
         bases = {r["config"]["model"]: r for r in first}
         sft = ", ".join(
-            f"{r['sft_steps']} ({r.get('sft_target', '?')} / {r.get('sft_max_steps', '?')})"
+            f"{r['sft_steps']} ({r.get('sft_target', BUDGETS[n].sft_target)} / "
+            f"{r.get('sft_max_steps', BUDGETS[n].sft_max_steps)})"
             for r in bases.values()
         )
         base = ", ".join(
@@ -171,6 +174,33 @@ def _pairs(runs: Runs) -> list[str]:
             lines.append(
                 f"| {n} | {a} > {b} | {seeds} | {better} | {sig_b} | {sig_w} | {per_seed} | "
                 f"{mean:+.3f} |"
+            )
+    return lines
+
+
+def _token_pairs(runs: Runs) -> list[str]:
+    """The same pairs on a per-token measure: mean held-out accuracy over answer positions
+    (informative where exact match is near zero for every policy)."""
+    lines = [
+        "The same pairs on the mean per-position (token) accuracy of the final policy, held-out "
+        "greedy, A - B per seed:",
+        "",
+        "| length | claim | seeds | A better | A - B per seed | mean A - B |",
+        "|---|---|---|---|---|---|",
+    ]
+    for n, by_name in runs.items():
+        for a, b in PAIRS:
+            if a not in by_name or b not in by_name:
+                continue
+            ref = {r["seed"]: token_accuracy(r["final"]) for r in by_name[b]}
+            diffs = [
+                token_accuracy(r["final"]) - ref[r["seed"]] for r in by_name[a] if r["seed"] in ref
+            ]
+            per_seed = ", ".join(f"{d:+.3f}" for d in diffs)
+            mean = statistics.fmean(diffs) if diffs else float("nan")
+            better = sum(d > 0 for d in diffs)
+            lines.append(
+                f"| {n} | {a} > {b} | {len(diffs)} | {better} | {per_seed} | {mean:+.3f} |"
             )
     return lines
 
