@@ -49,7 +49,7 @@ def prefix(prompts, completions, answer, **kwargs):
 
 DIGITS = 3  # prompts of 3 digits: 1000 rows, 500 held out
 # SFT to a partly-correct base (a fixed number of steps: the base differs between seeds), then
-# MaskGRPO with the demo's settings (see maskgrpo.demo) at a learning rate of 5e-4.
+# MaskGRPO with the demo's settings (see maskgrpo.recipes.text_demo) at a learning rate of 5e-4.
 SFT = {
     "max-steps": 350,
     "per-device-train-batch-size": 64,

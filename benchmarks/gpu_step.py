@@ -34,7 +34,8 @@ from torch import Tensor, nn
 
 from maskgrpo.config import TrainConfig
 from maskgrpo.lora import apply_lora, autocast_context, enable_gradient_checkpointing
-from maskgrpo.modality import SamplerSettings, TextModality
+from maskgrpo.modalities.base import SamplerSettings
+from maskgrpo.modalities.text import TextModality
 from maskgrpo.rewards.combine import RewardSet
 from maskgrpo.rng import derive_generator
 from maskgrpo.tokens import TokenSpec

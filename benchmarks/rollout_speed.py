@@ -57,7 +57,6 @@ from maskgrpo.sampling.common import gumbel_sample
 from maskgrpo.sampling.llada import _topk_by_row, generate, transfer_schedule
 
 VOCAB = 126_464
-LLADA_MASK, LLADA_PAD = 126_336, 126_081  # LLaDA-8B's <|mdm_mask|> and <|endoftext|> ids
 REMOTE = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "remote_models"
 
 
@@ -173,8 +172,9 @@ def mid_model(
         vocab_size=vocab,
         embedding_size=vocab,
         max_sequence_length=1024,
-        mask_token_id=LLADA_MASK if vocab == VOCAB else vocab - 1,
-        pad_token_id=LLADA_PAD if vocab == VOCAB else vocab - 2,
+        # the last two ids (no tokenizer here: which ids they are does not change the cost)
+        mask_token_id=vocab - 1,
+        pad_token_id=vocab - 2,
     )
     folder = remote / "src" / "llada"
     conf_mod = import_package(folder, "configuration_llada")
@@ -208,9 +208,9 @@ def mid_prompts(batch: int, width: int, vocab: int, pad: int, mask: int) -> Tens
 def tiny_setup(path: str) -> tuple[nn.Module, Tensor, int, dict[str, int]]:
     """The demo's SFT'd tiny model (loaded, or SFT'd now), its 256 rollout prompts, settings."""
     from maskgrpo.config import DemoConfig
-    from maskgrpo.demo import _sft_to_target
-    from maskgrpo.modality import TextModality
+    from maskgrpo.modalities.text import TextModality
     from maskgrpo.policy import load_policy
+    from maskgrpo.recipes.text_demo import _sft_to_target
     from maskgrpo.tasks import make_task
 
     task = make_task("running_sums", seed=0)

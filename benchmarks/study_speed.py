@@ -23,10 +23,10 @@ import torch
 from torch import Tensor, nn
 
 from maskgrpo.config import DemoConfig, TrainConfig
-from maskgrpo.demo import demo_train_config
 from maskgrpo.grpo import group_advantages
 from maskgrpo.logprobs import view_logprobs
 from maskgrpo.masking import mask_ratios, remask, upto_first_eos
+from maskgrpo.recipes.text_demo import demo_train_config
 from maskgrpo.rng import derive_generator
 from maskgrpo.sampling.common import gumbel_sample
 from maskgrpo.sampling.llada import generate, transfer_schedule

@@ -3,11 +3,11 @@
 Text runs start from one SFT base per seed (the demo's recipe: SFT until greedy accuracy on 500
 training prompts reaches the demo's target), saved once under ``<out>/base/seed<s>`` and reused
 by every run of that seed. Each run is ``run_train`` with the demo's MaskGRPO settings
-(:func:`maskgrpo.demo.demo_train_config`) and a fixed number of steps (no wall-time limit), so
+(:func:`maskgrpo.recipes.text_demo.demo_train_config`) and a fixed number of steps (no wall-time limit), so
 every estimator gets the same rollout budget. A run writes ``result.json`` in its own folder; an
 existing one is reused, never recomputed.
 
-Image runs call :func:`maskgrpo.image.demo.run_image_demo` (its own SFT per seed, deterministic
+Image runs call :func:`maskgrpo.recipes.image_demo.run_image_demo` (its own SFT per seed, deterministic
 in the seed, so each seed's runs share the same base). That demo fixes truncation at 0.8; the
 truncation sweep substitutes its train config with one whose ``gamma`` is the swept value.
 """
@@ -22,9 +22,9 @@ from typing import Any
 from unittest import mock
 
 from maskgrpo.config import DemoConfig, TrainConfig
-from maskgrpo.demo import _sft_to_target, demo_train_config
-from maskgrpo.modality import TextModality
+from maskgrpo.modalities.text import TextModality
 from maskgrpo.policy import load_policy, resolve_device, save_policy
+from maskgrpo.recipes.text_demo import _sft_to_target, demo_train_config
 from maskgrpo.tasks import make_task
 from maskgrpo.trainer.evaluate import evaluate_task
 from maskgrpo.trainer.grpo import sampler_settings
@@ -152,7 +152,7 @@ def image_run(
     sampler: str, gamma: float, seed: int, out: Path, budget: Budget, tokenizer: str = "K37"
 ) -> dict[str, Any]:
     """One image demo run (SFT, evaluate, MaskGRPO, evaluate); cached in ``result.json``."""
-    from maskgrpo.image import demo as image_demo
+    from maskgrpo.recipes import image_demo as image_demo
 
     suffix = "" if tokenizer == "K37" else f"-{tokenizer}"
     folder = out / "image" / f"{sampler}-g{gamma}-s{budget.steps}{suffix}" / f"seed{seed}"

@@ -12,7 +12,7 @@ diffusers = pytest.importorskip(
 )
 
 from maskgrpo.grpo import group_advantages  # noqa: E402
-from maskgrpo.image.amused import (  # noqa: E402
+from maskgrpo.models.amused import (  # noqa: E402
     AmusedConditioning,
     amused_grpo_update,
     amused_logits_fn,

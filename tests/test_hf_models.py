@@ -15,7 +15,8 @@ from hf_tiny import make_tokenizer, save_llama_folder, tiny_llada, tiny_llama
 
 from maskgrpo.logprobs import split_head, token_logprobs, view_logprobs
 from maskgrpo.masking import remask
-from maskgrpo.modality import SamplerSettings
+from maskgrpo.modalities.base import SamplerSettings
+from maskgrpo.modalities.hf_text import HFTextModality
 from maskgrpo.models.hf import (
     find_mask_id,
     load_hf_policy,
@@ -23,7 +24,6 @@ from maskgrpo.models.hf import (
     read_config_dict,
     token_spec_from,
 )
-from maskgrpo.models.hf_modality import HFTextModality
 from maskgrpo.rng import derive_generator
 
 

@@ -6,12 +6,13 @@ import numpy as np
 import pytest
 import torch
 
-from maskgrpo.image import WorldConfig, fit_quantizer, render, split_specs
-from maskgrpo.image.modality import ImageModality, ImageSampling, image_token_spec
-from maskgrpo.image.reward import make_geneval_reward
-from maskgrpo.image.words import WordTokenizer
-from maskgrpo.modality import SamplerSettings
+from maskgrpo.modalities.base import SamplerSettings
+from maskgrpo.modalities.image import ImageModality, ImageSampling, image_token_spec
 from maskgrpo.models import TinyConfig, TinyDiffusionLM
+from maskgrpo.rewards.geneval import make_geneval_reward
+from maskgrpo.tasks.shapes.quantizer import fit_quantizer
+from maskgrpo.tasks.shapes.words import WordTokenizer
+from maskgrpo.tasks.shapes.world import WorldConfig, render, split_specs
 
 WORLD = WorldConfig(image_size=24)
 K = 64

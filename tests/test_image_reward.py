@@ -6,8 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from maskgrpo.image.geometry import relations, shape_mask
-from maskgrpo.image.reward import (
+from maskgrpo.rewards.geneval import (
     detect,
     evaluate_spec,
     geneval_partial_reward,
@@ -16,8 +15,9 @@ from maskgrpo.image.reward import (
     make_no_extra_reward,
     score_by_tag,
 )
-from maskgrpo.image.tokenizer import fit_quantizer
-from maskgrpo.image.world import PALETTE, TAGS, WorldConfig, render, split_specs
+from maskgrpo.tasks.shapes.geometry import relations, shape_mask
+from maskgrpo.tasks.shapes.quantizer import fit_quantizer
+from maskgrpo.tasks.shapes.world import PALETTE, TAGS, WorldConfig, render, split_specs
 
 BG = WorldConfig().background
 

@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 import torch
 
-from maskgrpo.image.clip_reward import CLIP_MEAN, CLIP_STD, CharTokenizer, ClipScorer, preprocess
-from maskgrpo.rewards_http import HttpReward, encode_png
+from maskgrpo.rewards.clip import CLIP_MEAN, CLIP_STD, CharTokenizer, ClipScorer, preprocess
+from maskgrpo.rewards.http import HttpReward, encode_png
 
 VOCAB = 64
 

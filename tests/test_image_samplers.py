@@ -9,9 +9,9 @@ import pytest
 import torch
 from torch import Tensor
 
-from maskgrpo.image.guidance import with_guidance
 from maskgrpo.sampling import emerge, maskgit
 from maskgrpo.sampling.common import cosine_schedule
+from maskgrpo.sampling.guidance import with_guidance
 
 K = 12  # codebook size of the toy model
 MASK = K  # the mask id sits just past the codebook

@@ -10,22 +10,19 @@ import pytest
 import torch
 
 from maskgrpo.config import DemoConfig, TrainConfig
-from maskgrpo.image import WorldConfig, fit_quantizer, split_specs
-from maskgrpo.image.demo import ImageRecipe, run_image_demo
-from maskgrpo.image.modality import (
-    ImageModality,
-    ImageSampling,
-    WithEndOfImage,
-    image_token_spec,
-)
-from maskgrpo.image.reward import make_geneval_reward
-from maskgrpo.image.training import evaluate_images, rollout_diversity, train_image_sft
-from maskgrpo.image.words import WordTokenizer
 from maskgrpo.logprobs import split_head, token_logprobs
-from maskgrpo.modality import SamplerSettings
+from maskgrpo.modalities.base import SamplerSettings
+from maskgrpo.modalities.image import ImageModality, ImageSampling, image_token_spec
 from maskgrpo.models import TinyConfig, TinyDiffusionLM
+from maskgrpo.models.mmada_image import WithEndOfImage
+from maskgrpo.recipes.image_demo import ImageRecipe, run_image_demo
 from maskgrpo.rewards.combine import RewardSet
+from maskgrpo.rewards.geneval import make_geneval_reward
+from maskgrpo.tasks.shapes.quantizer import fit_quantizer
+from maskgrpo.tasks.shapes.words import WordTokenizer
+from maskgrpo.tasks.shapes.world import WorldConfig, split_specs
 from maskgrpo.trainer.grpo import make_rollout, train_grpo
+from maskgrpo.trainer.image_training import evaluate_images, rollout_diversity, train_image_sft
 
 WORLD = WorldConfig(image_size=24)
 K = 32

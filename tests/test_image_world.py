@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from maskgrpo.image.tokenizer import PatchQuantizer, fit_quantizer
-from maskgrpo.image.world import (
+from maskgrpo.tasks.shapes.quantizer import PatchQuantizer, fit_quantizer
+from maskgrpo.tasks.shapes.world import (
     DEFAULT_TAG_MIX,
     TAGS,
     WorldConfig,
@@ -119,7 +119,7 @@ SNAPPED = WorldConfig(image_size=32, snap=8)
 
 
 def test_snapped_layout_puts_one_whole_object_per_cell() -> None:
-    from maskgrpo.image.reward import make_geneval_reward
+    from maskgrpo.rewards.geneval import make_geneval_reward
 
     rng = np.random.default_rng(0)
     specs = [s for t in TAGS for s in all_specs(t, SNAPPED)][::3]

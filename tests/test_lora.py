@@ -19,9 +19,9 @@ from maskgrpo.lora import (
     reference_logprobs,
     resolve_targets,
 )
-from maskgrpo.modality import SamplerSettings
+from maskgrpo.modalities.base import SamplerSettings
+from maskgrpo.modalities.hf_text import HFTextModality
 from maskgrpo.models.hf import probe_head_split, token_spec_from
-from maskgrpo.models.hf_modality import HFTextModality
 from maskgrpo.rewards.combine import RewardSet
 from maskgrpo.trainer.grpo import build_parts, inner_update, make_rollout
 

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from maskgrpo.config import TrainConfig, load_config
-from maskgrpo.modality import TextModality
+from maskgrpo.modalities.text import TextModality
 from maskgrpo.policy import Policy, load_policy
 from maskgrpo.rng import derive_generator
 from maskgrpo.tasks import make_task

@@ -23,12 +23,11 @@ from .sampling.common import cosine_schedule, emerge_reveal, gumbel_sample
 from .sampling.llada import TextSample, generate
 from .tokenizer import CharTokenizer
 from .tokens import TokenSpec
-
-__version__ = "0.1.0"  # before the trainer import: its checkpoints record the version
-
-from .trainer.grpo_trainer import MaskGRPOTrainer, TrainOutput  # noqa: E402
+from .trainer.grpo_trainer import MaskGRPOTrainer, TrainOutput
+from .version import __version__
 
 __all__ = [
+    "__version__",
     "CharTokenizer",
     "LossStats",
     "MaskGRPOConfig",

@@ -103,11 +103,11 @@ def _merge(cfg: MergeConfig, _: argparse.Namespace) -> None:
 
 def _demo(cfg: DemoConfig, _: argparse.Namespace) -> None:
     if cfg.modality == "image":
-        from .image.demo import run_image_demo
+        from .recipes.image_demo import run_image_demo
 
         run_image_demo(cfg, say=_out)
     else:
-        from .demo import run_demo
+        from .recipes.text_demo import run_demo
 
         run_demo(cfg, say=_out)
 

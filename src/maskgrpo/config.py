@@ -27,7 +27,8 @@ from .config_io import (
     load_config,
 )
 from .config_io import field_with_help as _f
-from .masking import STRATEGIES
+from .grpo import ADVANTAGES, NORMALIZERS
+from .masking import REMASKERS
 from .sampling.llada import CACHE_MODES, REMASKING
 from .user_input import check_device
 
@@ -45,11 +46,10 @@ __all__ = [
 
 DTYPES = ("float32", "bfloat16", "float16")
 MIXED_PRECISION = ("no", "bf16")
-# TRL's loss_type names for the three loss normalisers of maskgrpo.grpo.grpo_loss.
-LOSS_TYPES = {"dapo": "token", "grpo": "sequence", "dr_grpo": "constant"}
-# TRL's scale_rewards names for the group advantages of maskgrpo.grpo.group_advantages;
-# rank (centred ranks) is a MaskGRPO extra.
-SCALE_REWARDS = {"group": "zscore", "none": "mean", "rank": "rank"}
+# loss_type and scale_rewards take TRL's names of the registered loss normalisers and advantage
+# scalings (maskgrpo.grpo.NORMALIZERS, ADVANTAGES: dapo = token, grpo = sequence,
+# dr_grpo = constant; group = zscore, none = mean; rank is a MaskGRPO extra), strategy the
+# registered re-masking estimators (maskgrpo.masking.REMASKERS). The checks read the registries.
 REPORT_TO = ("tensorboard", "none")
 LOCAL_SUFFIXES = (".jsonl", ".json", ".parquet")
 
@@ -320,7 +320,7 @@ class MaskGRPOConfig(CommonConfig, LoadConfig, SamplingConfig, ScalingConfig):
         "Truncation: inner update j masks r_j = gamma + (1-gamma) j/num_iterations (paper: 0.6 "
         "text).",
     )
-    strategy: str = _f("fading", f"Re-masking estimator: {', '.join(STRATEGIES)} (paper: fading).")
+    strategy: str = _f("fading", f"Re-masking estimator: {', '.join(REMASKERS)} (paper: fading).")
     d1_prompt_prob: float = _f(0.15, "d1 estimator: probability of masking each prompt token.")
     epsilon: float = _f(0.2, "Clip range of the importance ratio.")
     epsilon_high: float = _f(-1.0, "Upper clip range (clip-higher, DAPO); < 0 = epsilon.")
@@ -395,9 +395,9 @@ class MaskGRPOConfig(CommonConfig, LoadConfig, SamplingConfig, ScalingConfig):
         check_positive(self, "eval_limit", "per_device_eval_batch_size")
         if self.save_total_limit < 0:
             raise ValueError(f"save_total_limit={self.save_total_limit} must be >= 0 (0 = all)")
-        check_choice(self, "strategy", STRATEGIES)
-        check_choice(self, "scale_rewards", SCALE_REWARDS)
-        check_choice(self, "loss_type", LOSS_TYPES)
+        check_choice(self, "strategy", REMASKERS.names())
+        check_choice(self, "scale_rewards", ADVANTAGES.config_names())
+        check_choice(self, "loss_type", NORMALIZERS.config_names())
         check_choice(self, "lr_scheduler_type", ("constant", "cosine", "linear"))
         check_choice(self, "report_to", REPORT_TO)
         if not 0 <= self.gamma < 1:
@@ -430,12 +430,12 @@ class MaskGRPOConfig(CommonConfig, LoadConfig, SamplingConfig, ScalingConfig):
     @property
     def advantage_method(self) -> str:
         """``scale_rewards`` as :func:`maskgrpo.grpo.group_advantages` names it."""
-        return SCALE_REWARDS[self.scale_rewards]
+        return ADVANTAGES.from_config(self.scale_rewards)
 
     @property
     def normalization(self) -> str:
         """``loss_type`` as :func:`maskgrpo.grpo.grpo_loss` names it."""
-        return LOSS_TYPES[self.loss_type]
+        return NORMALIZERS.from_config(self.loss_type)
 
     @property
     def epsilon_upper(self) -> float | None:
@@ -608,7 +608,7 @@ class EvalConfig(CommonConfig, ModelConfig, SamplingConfig):
             self.validate_benchmark()
 
     def validate_benchmark(self) -> None:
-        from .evaluation.benchmark import BENCHMARKS, GENERATED, TEMPLATES
+        from .datasets.benchmarks import BENCHMARKS, GENERATED, TEMPLATES
         from .tasks import TASKS
 
         if self.dataset not in BENCHMARKS:
@@ -653,7 +653,7 @@ class DemoConfig(CommonConfig):
     threads: int = _f(1, "torch CPU threads; the tiny model is fastest on one (0 = one per core).")
     dataset: str = _f("running_sums", "Synthetic task of the text demo: running_sums or sudoku4.")
     dataset_seed: int = _f(0, "Seed of the task's train/held-out split.")
-    estimator: str = _f("fading", f"Re-masking estimator for GRPO: {', '.join(STRATEGIES)}.")
+    estimator: str = _f("fading", f"Re-masking estimator for GRPO: {', '.join(REMASKERS)}.")
     modality: str = _f(
         "text",
         "text (running sums, fading-out masking) or image (synthetic GenEval world, emerge "
@@ -697,8 +697,8 @@ class DemoConfig(CommonConfig):
             raise ValueError(
                 f"parallel_threshold={self.parallel_threshold} must be in [0, 1] (0 = off)"
             )
-        if self.estimator not in STRATEGIES:
-            raise ValueError(f"estimator={self.estimator!r}; choose one of {STRATEGIES}")
+        if self.estimator not in REMASKERS:
+            raise ValueError(f"estimator={self.estimator!r}; choose one of {REMASKERS.names()}")
         if self.modality not in ("text", "image"):
             raise ValueError(f"modality={self.modality!r}; choose text or image")
         if not 0 < self.sft_target <= 1:

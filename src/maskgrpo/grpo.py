@@ -10,21 +10,30 @@ Per token ``k`` of rollout ``i`` on one masked view::
     loss      = -sum_k mask_k (surrogate_k - beta kl_k) / normaliser
 
 Unscorable rewards (``None``/NaN) are left out of the group statistics and get advantage 0.
+
+The advantage scalings (:data:`ADVANTAGES`) and the loss normalisers (:data:`NORMALIZERS`) are
+registries: a new one is a function plus its ``register`` line, and the configuration accepts
+it (``scale_rewards``, ``loss_type``) without further changes.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
 import torch
 from torch import Tensor
 
+from .registry import Registry
+
 __all__ = [
-    "ADVANTAGE_METHODS",
-    "NORMALIZATIONS",
+    "ADVANTAGES",
+    "NORMALIZERS",
+    "AdvantageFn",
     "LossStats",
+    "NormalizerFn",
+    "centred_groups",
     "clipped_surrogate",
     "grpo_loss",
     "group_advantages",
@@ -33,8 +42,14 @@ __all__ = [
     "rewards_tensor",
 ]
 
-ADVANTAGE_METHODS = ("zscore", "mean", "rank")
-NORMALIZATIONS = ("token", "sequence", "constant")
+# (groups, G) float64 rewards, NaN = unscorable; eps -> (groups, G) advantages (the unscorable
+# entries are set to 0 afterwards).
+AdvantageFn = Callable[[Tensor, float], Tensor]
+# Per-token objective (B, L), scored mask (B, L) bool, the caller's normaliser -> the loss.
+NormalizerFn = Callable[[Tensor, Tensor, "float | None"], Tensor]
+
+ADVANTAGES: Registry[AdvantageFn] = Registry("advantage method")
+NORMALIZERS: Registry[NormalizerFn] = Registry("normalization")
 
 
 def rewards_tensor(rewards: Sequence[float | None] | Tensor) -> Tensor:
@@ -46,6 +61,44 @@ def rewards_tensor(rewards: Sequence[float | None] | Tensor) -> Tensor:
     )
 
 
+def centred_groups(rewards: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """``(valid, count, centred)`` of ``(groups, G)`` rewards (NaN = unscorable): which entries
+    count, how many per group ``(groups, 1)``, and the rewards minus their group's mean (0 where
+    unscorable)."""
+    valid = ~torch.isnan(rewards)
+    count = valid.sum(dim=1, keepdim=True)
+    filled = torch.where(valid, rewards, torch.zeros_like(rewards))
+    mean = filled.sum(dim=1, keepdim=True) / count.clamp_min(1)
+    centred = torch.where(valid, rewards - mean, torch.zeros_like(rewards))
+    return valid, count, centred
+
+
+@ADVANTAGES.register("zscore", config_name="group")
+def zscore_advantages(rewards: Tensor, eps: float) -> Tensor:
+    """GRPO: centre, divide by the group's unbiased std plus ``eps``."""
+    _, count, centred = centred_groups(rewards)
+    var = (centred**2).sum(dim=1, keepdim=True) / (count - 1).clamp_min(1)
+    return centred / (var.sqrt() + eps)
+
+
+@ADVANTAGES.register("mean", config_name="none")
+def mean_advantages(rewards: Tensor, eps: float) -> Tensor:
+    """Centre only (Dr.GRPO, d1)."""
+    return centred_groups(rewards)[2]
+
+
+@ADVANTAGES.register("rank", config_name="rank")
+def rank_advantages(rewards: Tensor, eps: float) -> Tensor:
+    """Centred ranks scaled to [-1, 1], ties averaged; robust to the reward scale."""
+    valid, count, _ = centred_groups(rewards)
+    values = rewards.masked_fill(~valid, float("inf"))
+    less = (values.unsqueeze(2) > values.unsqueeze(1)) & valid.unsqueeze(1)  # (n, G, G)
+    equal = (values.unsqueeze(2) == values.unsqueeze(1)) & valid.unsqueeze(1)
+    rank = less.sum(dim=2).double() + (equal.sum(dim=2).double() + 1.0) / 2.0
+    half = (count.double() - 1.0) / 2.0
+    return (rank - (count.double() + 1.0) / 2.0) / half.clamp_min(0.5)
+
+
 def group_advantages(
     rewards: Sequence[float | None] | Tensor,
     group_size: int,
@@ -54,12 +107,10 @@ def group_advantages(
 ) -> Tensor:
     """Group-relative advantages, ``(N,)`` float32 for ``N = num_groups * group_size`` rewards.
 
-    Consecutive runs of ``group_size`` rewards form a group. ``method``:
-    ``"zscore"`` (GRPO: centre, divide by the unbiased std plus ``eps``), ``"mean"`` (centre only;
-    Dr.GRPO, d1), ``"rank"`` (centred ranks scaled to [-1, 1], ties averaged; robust to reward scale).
+    Consecutive runs of ``group_size`` rewards form a group. ``method`` names an entry of
+    :data:`ADVANTAGES`: ``"zscore"`` (GRPO), ``"mean"`` (Dr.GRPO, d1) or ``"rank"``.
     """
-    if method not in ADVANTAGE_METHODS:
-        raise ValueError(f"unknown advantage method {method!r}; choose one of {ADVANTAGE_METHODS}")
+    scale = ADVANTAGES.get(method)
     r = rewards_tensor(rewards)
     if group_size < 1 or r.numel() % group_size:
         raise ValueError(
@@ -68,27 +119,8 @@ def group_advantages(
         )
     r = r.view(-1, group_size)  # (num_groups, G)
     valid = ~torch.isnan(r)
-    count = valid.sum(dim=1, keepdim=True)
-    filled = torch.where(valid, r, torch.zeros_like(r))
-    mean = filled.sum(dim=1, keepdim=True) / count.clamp_min(1)
-    centred = torch.where(valid, r - mean, torch.zeros_like(r))
-    if method == "zscore":
-        var = (centred**2).sum(dim=1, keepdim=True) / (count - 1).clamp_min(1)
-        adv = centred / (var.sqrt() + eps)
-    elif method == "mean":
-        adv = centred
-    else:
-        adv = _centred_ranks(filled.masked_fill(~valid, float("inf")), valid, count)
+    adv = scale(r, eps)
     return torch.where(valid, adv, torch.zeros_like(adv)).view(-1).float()
-
-
-def _centred_ranks(values: Tensor, valid: Tensor, count: Tensor) -> Tensor:
-    """Average ranks (1-based, ties averaged) of the valid entries, mapped to [-1, 1]."""
-    less = (values.unsqueeze(2) > values.unsqueeze(1)) & valid.unsqueeze(1)  # (n, G, G)
-    equal = (values.unsqueeze(2) == values.unsqueeze(1)) & valid.unsqueeze(1)
-    rank = less.sum(dim=2).double() + (equal.sum(dim=2).double() + 1.0) / 2.0
-    half = (count.double() - 1.0) / 2.0
-    return (rank - (count.double() + 1.0) / 2.0) / half.clamp_min(0.5)
 
 
 def clipped_surrogate(
@@ -162,8 +194,7 @@ def grpo_loss(
     ``"sequence"`` averages per sequence, then over sequences; ``"constant"`` divides by
     ``normalizer`` (Dr.GRPO: e.g. ``batch * generation_length``), which must then be given.
     """
-    if normalization not in NORMALIZATIONS:
-        raise ValueError(f"unknown normalization {normalization!r}; choose one of {NORMALIZATIONS}")
+    normalize = NORMALIZERS.get(normalization)
     if beta > 0 and ref_logp is None:
         raise ValueError(f"beta={beta} > 0 needs ref_logp; pass reference log-probs or set beta=0")
     surrogate, ratio, clipped = clipped_surrogate(logp, old_logp, advantages, eps, eps_high)
@@ -171,18 +202,7 @@ def grpo_loss(
     kl = k3_kl(logp, ref_logp) if ref_logp is not None else torch.zeros_like(logp)
     if beta > 0:
         per_token = per_token - beta * kl
-    mask = loss_mask.to(per_token.dtype)
-    if normalization == "sequence":
-        loss = -masked_mean(per_token, loss_mask, dim=1).mean()
-    elif normalization == "constant":
-        if normalizer is None or normalizer <= 0:
-            raise ValueError(
-                f"normalization='constant' needs a positive normalizer, got {normalizer}"
-            )
-        loss = -(per_token * mask).sum() / normalizer
-    else:
-        denom = mask.sum().clamp_min(1.0) if normalizer is None else max(float(normalizer), 1.0)
-        loss = -(per_token * mask).sum() / denom
+    loss = normalize(per_token, loss_mask, normalizer)
     with torch.no_grad():
         stats = LossStats(
             kl=float(masked_mean(kl.detach(), loss_mask)),
@@ -191,3 +211,26 @@ def grpo_loss(
             tokens=int(loss_mask.sum()),
         )
     return loss, stats
+
+
+@NORMALIZERS.register("token", config_name="dapo")
+def token_normalized(per_token: Tensor, mask: Tensor, normalizer: float | None) -> Tensor:
+    """Minus the summed objective over the scored tokens, or over ``normalizer`` when given
+    (the count over the whole accumulated batch; DAPO)."""
+    m = mask.to(per_token.dtype)
+    denom = m.sum().clamp_min(1.0) if normalizer is None else max(float(normalizer), 1.0)
+    return -(per_token * m).sum() / denom
+
+
+@NORMALIZERS.register("sequence", config_name="grpo")
+def sequence_normalized(per_token: Tensor, mask: Tensor, normalizer: float | None) -> Tensor:
+    """Minus the mean over each sequence's scored tokens, then over sequences (GRPO)."""
+    return -masked_mean(per_token, mask, dim=1).mean()
+
+
+@NORMALIZERS.register("constant", config_name="dr_grpo")
+def constant_normalized(per_token: Tensor, mask: Tensor, normalizer: float | None) -> Tensor:
+    """Minus the summed objective over a constant ``normalizer`` (Dr.GRPO: rollouts x length)."""
+    if normalizer is None or normalizer <= 0:
+        raise ValueError(f"normalization='constant' needs a positive normalizer, got {normalizer}")
+    return -(per_token * mask.to(per_token.dtype)).sum() / normalizer

@@ -12,19 +12,27 @@ per-row ``prompt_length`` and ``seq_length`` tensors. Prompt tokens are never ma
 the ``"d1"`` baseline, and are never scored.
 
 Every draw goes through the ``generator`` argument; the global RNG is never touched.
+
+The strategies form a registry (:data:`REMASKERS`): a new estimator is one function of a
+:class:`RemaskDraw` plus its ``@REMASKERS.register("name")`` line, and ``strategy="name"``
+is then a valid configuration.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
 
 import torch
 from torch import Tensor
 
+from .registry import Registry
+
 __all__ = [
-    "STRATEGIES",
+    "REMASKERS",
     "MaskedView",
+    "RemaskDraw",
+    "RemaskFn",
     "completion_span",
     "fading_keep_probability",
     "mask_ratios",
@@ -32,8 +40,6 @@ __all__ = [
     "upto_first_eos",
 ]
 
-Strategy = Literal["fading", "random", "d1", "coupled"]
-STRATEGIES: tuple[str, ...] = ("fading", "random", "d1", "coupled")
 _MAX_RATIO = 0.999
 
 
@@ -95,6 +101,76 @@ def fading_keep_probability(position: Tensor, length: Tensor, ratio: float) -> T
     return (2.0 * (1.0 - ratio) * decay).clamp(max=1.0)
 
 
+@dataclass(frozen=True)
+class RemaskDraw:
+    """What a re-masking strategy decides from: the batch, where its completions are, and one
+    uniform draw per position (drawn before the strategy runs, so every strategy starts from
+    the same random stream)."""
+
+    input_ids: Tensor  # (B, L)
+    prompt_length: Tensor  # (B,) long: where each completion starts
+    inside: Tensor  # (B, L) bool: completion positions
+    position: Tensor  # (B, L) long: position inside the completion
+    uniforms: Tensor  # (B, L) float in [0, 1)
+    ratio: float
+    mask_id: int
+    generator: torch.Generator | None
+    d1_prompt_prob: float
+    coupled_range: tuple[float, float]
+
+    def single(self, masked: Tensor) -> MaskedView:
+        """One view masking (and scoring) ``masked`` ``(B, L)``."""
+        noisy = self.input_ids.masked_fill(masked, self.mask_id)
+        return MaskedView(noisy.unsqueeze(0), masked.unsqueeze(0))
+
+
+RemaskFn = Callable[[RemaskDraw], MaskedView]
+REMASKERS: Registry[RemaskFn] = Registry("re-masking strategy")
+
+
+@REMASKERS.register("fading")
+def fading_remask(d: RemaskDraw) -> MaskedView:
+    """AR-like; completion token ``n`` masked with probability ``1 - k_n``
+    (:func:`fading_keep_probability`): later tokens are masked more often (MaskGRPO)."""
+    length = d.inside.sum(dim=1, keepdim=True)  # (B, 1)
+    return d.single(d.inside & (d.uniforms >= fading_keep_probability(d.position, length, d.ratio)))
+
+
+@REMASKERS.register("random")
+def random_remask(d: RemaskDraw) -> MaskedView:
+    """Each completion token masked i.i.d. with probability ``ratio``."""
+    return d.single(d.inside & (d.uniforms < d.ratio))
+
+
+@REMASKERS.register("d1")
+def d1_remask(d: RemaskDraw) -> MaskedView:
+    """The whole completion masked, each prompt token masked with ``d1_prompt_prob``
+    (diffu-GRPO baseline); only completion positions are scored."""
+    if not 0.0 <= d.d1_prompt_prob <= 1.0:
+        raise ValueError(f"d1_prompt_prob must be in [0, 1], got {d.d1_prompt_prob}")
+    columns = torch.arange(d.input_ids.shape[1], device=d.input_ids.device)
+    in_prompt = columns < d.prompt_length[:, None]
+    noisy = d.input_ids.masked_fill(
+        d.inside | (in_prompt & (d.uniforms < d.d1_prompt_prob)), d.mask_id
+    )
+    return MaskedView(noisy.unsqueeze(0), d.inside.unsqueeze(0))
+
+
+@REMASKERS.register("coupled")
+def coupled_remask(d: RemaskDraw) -> MaskedView:
+    """A view masking each completion token with a per-row ``t ~ U(coupled_range)`` plus its
+    complement, so every completion token is scored exactly once (DiffuCoder). ``ratio`` is not
+    used."""
+    lo, hi = d.coupled_range
+    if not 0.0 <= lo <= hi <= 1.0:
+        raise ValueError(f"coupled_range must satisfy 0 <= lo <= hi <= 1, got {d.coupled_range}")
+    rows = (d.input_ids.shape[0], 1)
+    t = lo + (hi - lo) * torch.rand(rows, device=d.input_ids.device, generator=d.generator)
+    first = d.inside & (d.uniforms < t)
+    views = torch.stack([first, d.inside & ~first])  # (2, B, L)
+    return MaskedView(d.input_ids.unsqueeze(0).masked_fill(views, d.mask_id), views)
+
+
 def remask(
     input_ids: Tensor,
     prompt_length: int | Tensor,
@@ -107,50 +183,28 @@ def remask(
     d1_prompt_prob: float = 0.15,
     coupled_range: tuple[float, float] = (0.2, 0.8),
 ) -> MaskedView:
-    """Re-mask the completions of ``input_ids`` (``(B, L)``) with one strategy.
-
-    - ``"fading"``: AR-like; completion token ``n`` masked with probability ``1 - k_n``
-      (see :func:`fading_keep_probability`): later tokens are masked more often.
-    - ``"random"``: each completion token masked i.i.d. with probability ``ratio``.
-    - ``"d1"``: the whole completion masked, each prompt token masked with ``d1_prompt_prob``
-      (diffu-GRPO baseline); only completion positions are scored.
-    - ``"coupled"``: a view masking each completion token with a per-row ``t ~ U(coupled_range)``
-      plus its complement, so every completion token is scored exactly once (DiffuCoder).
-      ``ratio`` is not used.
-    """
-    if strategy not in STRATEGIES:
-        raise ValueError(f"unknown re-masking strategy {strategy!r}; choose one of {STRATEGIES}")
+    """Re-mask the completions of ``input_ids`` (``(B, L)``) with one strategy of
+    :data:`REMASKERS`: ``"fading"`` (MaskGRPO), ``"random"``, ``"d1"`` or ``"coupled"``."""
+    strategy_fn = REMASKERS.get(strategy)
     if not 0.0 <= ratio <= 1.0:
         raise ValueError(f"mask ratio must be in [0, 1], got {ratio}")
     if input_ids.dim() != 2:
         raise ValueError(f"input_ids must be (B, L), got shape {tuple(input_ids.shape)}")
     inside, position = completion_span(input_ids, prompt_length, seq_length)
     u = torch.rand(input_ids.shape, device=input_ids.device, generator=generator)  # (B, L)
-    if strategy == "fading":
-        length = inside.sum(dim=1, keepdim=True)  # (B, 1)
-        masked = inside & (u >= fading_keep_probability(position, length, ratio))
-    elif strategy == "random":
-        masked = inside & (u < ratio)
-    elif strategy == "d1":
-        if not 0.0 <= d1_prompt_prob <= 1.0:
-            raise ValueError(f"d1_prompt_prob must be in [0, 1], got {d1_prompt_prob}")
-        start = _per_row(prompt_length, input_ids.shape[0], input_ids.device)
-        in_prompt = torch.arange(input_ids.shape[1], device=input_ids.device) < start[:, None]
-        noisy = input_ids.masked_fill(inside | (in_prompt & (u < d1_prompt_prob)), mask_id)
-        return MaskedView(noisy.unsqueeze(0), inside.unsqueeze(0))
-    else:
-        lo, hi = coupled_range
-        if not 0.0 <= lo <= hi <= 1.0:
-            raise ValueError(f"coupled_range must satisfy 0 <= lo <= hi <= 1, got {coupled_range}")
-        t = lo + (hi - lo) * torch.rand(
-            (input_ids.shape[0], 1), device=input_ids.device, generator=generator
-        )
-        first = inside & (u < t)
-        second = inside & ~first
-        views = torch.stack([first, second])  # (2, B, L)
-        noisy = input_ids.unsqueeze(0).masked_fill(views, mask_id)
-        return MaskedView(noisy, views)
-    return MaskedView(input_ids.masked_fill(masked, mask_id).unsqueeze(0), masked.unsqueeze(0))
+    draw = RemaskDraw(
+        input_ids=input_ids,
+        prompt_length=_per_row(prompt_length, input_ids.shape[0], input_ids.device),
+        inside=inside,
+        position=position,
+        uniforms=u,
+        ratio=ratio,
+        mask_id=mask_id,
+        generator=generator,
+        d1_prompt_prob=d1_prompt_prob,
+        coupled_range=coupled_range,
+    )
+    return strategy_fn(draw)
 
 
 def upto_first_eos(

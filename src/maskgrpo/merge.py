@@ -61,9 +61,8 @@ class MergeConfig:
 
 def run_merge(cfg: MergeConfig) -> dict[str, Any]:
     """Write the merged model of ``cfg.model`` to ``cfg.output_dir``; returns a summary."""
-    from .models.hf import load_hf_policy
+    from .models.hf import TORCH_DTYPES, load_hf_policy
     from .models.lora_folder import base_of, read_adapter_config
-    from .trainer.hf_setup import TORCH_DTYPES
 
     adapter = read_adapter_config(cfg.model) or {}
     policy = load_hf_policy(

@@ -230,10 +230,10 @@ def test_config_fields_are_validated_and_reach_the_sampler() -> None:
 def test_the_demo_and_the_modality_pass_the_options_on(
     tiny_model, spec, tokenizer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import maskgrpo.modality as modality_module
+    import maskgrpo.modalities.text as modality_module
     from maskgrpo.config import DemoConfig
-    from maskgrpo.demo import demo_train_config
-    from maskgrpo.modality import TextModality
+    from maskgrpo.modalities.text import TextModality
+    from maskgrpo.recipes.text_demo import demo_train_config
     from maskgrpo.trainer.grpo import sampler_settings
 
     train = demo_train_config(DemoConfig(kv_cache="dual", parallel_threshold=0.9))

@@ -8,8 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from maskgrpo.modalities.hf_text import HFTextModality
 from maskgrpo.models.hf import HFPolicy
-from maskgrpo.models.hf_modality import HFTextModality
 from maskgrpo.tasks import SyntheticTask, make_task
 
 FIXTURES = ("llada", "llada_legacy", "dream", "dream_fasttok", "mmada")

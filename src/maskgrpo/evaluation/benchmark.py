@@ -30,17 +30,17 @@ from torch import nn
 
 from ..config import EvalConfig
 from ..datasets import RecipeOptions, load_recipe, validate_rows
-from ..datasets.puzzles import countdown_rows, sudoku_rows
-from ..datasets.templates import (
-    CODE_TEMPLATE,
-    COUNTDOWN_TEMPLATE,
-    GSM8K_TEMPLATE,
-    MATH_TEMPLATE,
-    SUDOKU_TEMPLATE,
+from ..datasets.benchmarks import (
+    BENCHMARKS,
+    GENERATED,
+    PAPER_GEN_LENGTH,
+    PLAIN_TEMPLATE,
+    TEMPLATES,
     PromptTemplate,
 )
+from ..datasets.puzzles import countdown_rows, sudoku_rows
 from ..datasets.validation import check_countdown, check_sudoku
-from ..modality import SamplerSettings
+from ..modalities.base import SamplerSettings
 from ..rewards import (
     RewardSet,
     countdown_reward,
@@ -66,32 +66,6 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 Row = dict[str, Any]
-
-PLAIN_TEMPLATE = PromptTemplate("plain")
-TEMPLATES = {
-    t.name: t
-    for t in (
-        GSM8K_TEMPLATE,
-        MATH_TEMPLATE,
-        CODE_TEMPLATE,
-        COUNTDOWN_TEMPLATE,
-        SUDOKU_TEMPLATE,
-        PLAIN_TEMPLATE,
-    )
-}
-# Default template of each benchmark (MaskGRPO, arXiv 2510.02880, asks for boxed answers).
-BENCHMARKS = {
-    "gsm8k": GSM8K_TEMPLATE.name,
-    "math500": MATH_TEMPLATE.name,
-    "mbpp": CODE_TEMPLATE.name,
-    "humaneval": CODE_TEMPLATE.name,
-    "countdown": COUNTDOWN_TEMPLATE.name,
-    "sudoku": SUDOKU_TEMPLATE.name,
-}
-GENERATED = ("countdown", "sudoku")
-PAPER_GEN_LENGTH = 256  # completion length of the paper's text evaluations
-
-_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
 def _boxed(text: str) -> str:
@@ -285,8 +259,8 @@ def _max_positions(config: Any) -> int | None:
 
 def load_generator(cfg: EvalConfig, rows: Sequence[Row], system: str) -> BenchmarkGenerator:
     """Load the Hugging Face model and wrap it as the harness's ``generate``."""
-    from ..models.hf import load_hf_policy
-    from ..models.hf_modality import HFTextModality
+    from ..modalities.hf_text import HFTextModality
+    from ..models.hf import TORCH_DTYPES, load_hf_policy
     from ..policy import is_tiny_model, resolve_device
 
     if is_tiny_model(cfg.model):  # 'tiny' or a folder saved by maskgrpo sft/train
@@ -296,13 +270,13 @@ def load_generator(cfg: EvalConfig, rows: Sequence[Row], system: str) -> Benchma
             "--trust-remote-code true (evaluate a tiny model on its synthetic task with --dataset "
             "running_sums or sudoku4)"
         )
-    if cfg.dtype not in _DTYPES:
-        raise ValueError(f"dtype={cfg.dtype!r} is unknown; choose one of {sorted(_DTYPES)}")
+    if cfg.dtype not in TORCH_DTYPES:
+        raise ValueError(f"dtype={cfg.dtype!r} is unknown; choose one of {sorted(TORCH_DTYPES)}")
     device = resolve_device(cfg.device)
     policy = load_hf_policy(
         cfg.model,
         trust_remote_code=cfg.trust_remote_code,
-        dtype=_DTYPES[cfg.dtype],
+        dtype=TORCH_DTYPES[cfg.dtype],
         device=device,
         mask_token=cfg.mask_token or None,
     )

@@ -45,6 +45,7 @@ from .registry import detect_family
 
 __all__ = [
     "MASK_TOKEN_STRINGS",
+    "TORCH_DTYPES",
     "HFPolicy",
     "find_mask_id",
     "probe_head_split",
@@ -55,6 +56,9 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+
+# The ``dtype`` names the configurations accept (``maskgrpo.config.DTYPES``).
+TORCH_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 # Mask tokens by string, in the order tried: LLaDA/MMaDA, Dream, BERT-style, RoBERTa-style.
 MASK_TOKEN_STRINGS = ("<|mdm_mask|>", "<|mask|>", "[MASK]", "<mask>")

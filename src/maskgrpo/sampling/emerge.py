@@ -16,8 +16,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from ..image.guidance import LogitsFn, with_guidance
 from .common import cosine_schedule, emerge_reveal, gumbel_sample
+from .guidance import LogitsFn, with_guidance
 
 __all__ = ["EmergeResult", "check_sampler_args", "masked_logits", "sample"]
 

@@ -17,9 +17,9 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from ..image.guidance import LogitsFn, with_guidance
 from .common import gumbel_noise, gumbel_sample
 from .emerge import check_sampler_args, masked_logits
+from .guidance import LogitsFn, with_guidance
 
 __all__ = ["MaskGITResult", "maskgit_schedule", "sample"]
 

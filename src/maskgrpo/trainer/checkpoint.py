@@ -40,11 +40,11 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
-from .. import __version__
 from ..config import MaskGRPOConfig
 from ..masking import MaskedView
-from ..modality import Modality
+from ..modalities.base import Modality
 from ..rewards.combine import RewardResult
+from ..version import __version__
 from . import dist_state
 from . import distributed as dist
 from .file_checks import folder_problems

@@ -29,7 +29,6 @@ import torch
 from torch import nn
 
 from ..masking import MaskedView
-from . import dist_wrap
 from . import distributed as dist
 
 __all__ = [
@@ -163,7 +162,7 @@ def _by_index(state: dict[str, Any], names: list[str]) -> dict[str, Any]:
 def full_state(policy: nn.Module, optimizer: Any = None) -> Iterator[None]:
     """Inside the block, on the main process, ``policy.state_dict()`` (and ``optimizer``'s) are
     the whole state, whatever the sharding. Every process must enter it (it gathers)."""
-    wrapped = dist_wrap.prepared(policy)
+    wrapped = dist.prepared(policy)
     kind = dist.describe()["distributed_type"]
     if wrapped is policy or kind not in ("FSDP", "DEEPSPEED"):
         yield

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import weakref
 from typing import Any
 
 import torch
@@ -22,6 +21,7 @@ from ..logprobs import token_logprobs
 from ..logprobs import view_logprobs as _plain_view_logprobs
 from ..lora import is_lora
 from ..masking import MaskedView
+from . import dist_state
 from . import distributed as dist
 
 __all__ = [
@@ -35,8 +35,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-
-_PREPARED: weakref.WeakKeyDictionary[nn.Module, nn.Module] = weakref.WeakKeyDictionary()
 
 # Transformer-block classes FSDP wraps one by one, per published model class, used when the
 # loaded model does not name them itself (``_no_split_modules``) or names classes it never
@@ -258,7 +256,7 @@ class _Sampling(nn.Module):
 def for_sampling(model: nn.Module) -> nn.Module:
     """What to hand a sampler (rollouts, evaluation) for ``model``: a prepared policy's wrapper
     (which every process must then call alike), or ``model`` itself on one process."""
-    wrapped = _PREPARED.get(model, model)
+    wrapped = dist.prepared(model)
     if _scorer(wrapped) is None:
         return model
     return _Sampling(wrapped)
@@ -266,7 +264,7 @@ def for_sampling(model: nn.Module) -> nn.Module:
 
 def prepared(policy: nn.Module) -> nn.Module:
     """The prepared module of ``policy``; ``policy`` itself when it was not prepared."""
-    return _PREPARED.get(policy, policy)
+    return dist.prepared(policy)
 
 
 def prepare(model: nn.Module, parts: Any, max_grad_norm: float = 0.0) -> nn.Module:
@@ -279,10 +277,8 @@ def prepare(model: nn.Module, parts: Any, max_grad_norm: float = 0.0) -> nn.Modu
     acc = dist.accelerator()
     if acc is None:
         return model
-    if model in _PREPARED:
-        return _PREPARED[model]
-    from . import dist_state
-
+    if dist.prepared(model) is not model:
+        return dist.prepared(model)
     kind = dist.kind()
     if kind == "FSDP":
         _configure_fsdp(acc, model)
@@ -299,7 +295,7 @@ def prepare(model: nn.Module, parts: Any, max_grad_norm: float = 0.0) -> nn.Modu
         from accelerate.utils.fsdp_utils import fsdp2_prepare_model
 
         parts.ref_model = fsdp2_prepare_model(acc, PolicyScorer(ref))
-    _PREPARED[model] = wrapped
+    dist.mark_prepared(model, wrapped)
     log.info("prepared %s for %s", type(model).__name__, dist.describe_accelerator(acc))
     return wrapped
 

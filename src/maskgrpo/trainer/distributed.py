@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import logging
 import os
+import weakref
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -53,6 +54,8 @@ __all__ = [
     "kind",
     "local_rows",
     "local_view",
+    "mark_prepared",
+    "prepared",
     "rank_world",
     "rollout_generator",
     "shutdown",
@@ -64,6 +67,20 @@ log = logging.getLogger(__name__)
 
 _ACCELERATOR: Any = None  # created once, on the first call of accelerator() in a launch
 _SINGLE = object()
+
+# The module each prepared policy is called through (DDP/FSDP/DeepSpeed wrapper), by policy.
+_PREPARED: weakref.WeakKeyDictionary[nn.Module, nn.Module] = weakref.WeakKeyDictionary()
+
+
+def prepared(policy: nn.Module) -> nn.Module:
+    """The prepared module of ``policy``; ``policy`` itself when it was not prepared."""
+    return _PREPARED.get(policy, policy)
+
+
+def mark_prepared(policy: nn.Module, wrapped: nn.Module) -> None:
+    """Record ``wrapped`` as the module ``policy`` is called through from now on."""
+    _PREPARED[policy] = wrapped
+
 
 # ---- the launch ----------------------------------------------------------------------------
 

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from ..evaluation.metrics import wilson_interval
-from ..modality import Modality, SamplerSettings
+from ..modalities.base import Modality, SamplerSettings
 from ..rng import derive_generator
 from ..tasks import SyntheticTask
 

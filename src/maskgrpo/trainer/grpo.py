@@ -42,7 +42,7 @@ from ..config import MaskGRPOConfig
 from ..grpo import group_advantages, grpo_loss
 from ..lora import is_lora, reference_policy
 from ..masking import MaskedView, completion_span, mask_ratios, remask, upto_first_eos
-from ..modality import Modality, SamplerSettings
+from ..modalities.base import Modality, SamplerSettings
 from ..rewards.combine import RewardResult, RewardSet
 from ..rng import derive_generator
 from . import dist_wrap

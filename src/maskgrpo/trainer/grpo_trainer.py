@@ -46,7 +46,7 @@ from tqdm.auto import tqdm
 from ..config import MaskGRPOConfig
 from ..datasets.training import normalise_prompts, rows_from
 from ..lora import autocast_context, is_lora
-from ..modality import Modality, SamplerSettings
+from ..modalities.base import Modality, SamplerSettings
 from ..models.tiny import TinyDiffusionLM
 from ..policy import Policy, resolve_device
 from ..rewards.combine import RewardFn, RewardSet

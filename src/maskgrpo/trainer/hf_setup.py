@@ -33,8 +33,8 @@ from torch import nn
 
 from ..config import MaskGRPOConfig, ModelConfig, SFTConfig
 from ..lora import apply_lora, enable_gradient_checkpointing, is_lora
-from ..models.hf import load_hf_policy
-from ..models.hf_modality import HFTextModality
+from ..modalities.hf_text import HFTextModality
+from ..models.hf import TORCH_DTYPES, load_hf_policy
 from ..models.lora_folder import base_of, read_adapter_config
 from ..policy import Policy, is_tiny_model
 from ..rng import derive_generator
@@ -52,8 +52,6 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 C = TypeVar("C", bound=MaskGRPOConfig)
-
-TORCH_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 _LENGTH_KEYS = ("max_position_embeddings", "max_sequence_length", "n_positions")
 

@@ -25,8 +25,8 @@ from torch import nn
 from ..config import MaskGRPOConfig
 from ..datasets.training import TrainingData
 from ..lora import enable_gradient_checkpointing, is_lora
-from ..modality import TextModality
-from ..models.hf_modality import HFTextModality
+from ..modalities.hf_text import HFTextModality
+from ..modalities.text import TextModality
 from ..models.tiny import TinyDiffusionLM
 from ..policy import Policy, is_tiny_model, load_policy
 from ..rng import derive_generator

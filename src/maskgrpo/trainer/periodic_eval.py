@@ -25,7 +25,7 @@ from torch import nn
 
 from ..evaluation.benchmark import BenchmarkGenerator
 from ..evaluation.harness import KNOWN_MAXIMA, EvalProtocol, PassCriterion, evaluate
-from ..modality import Modality, SamplerSettings
+from ..modalities.base import Modality, SamplerSettings
 from ..rewards.combine import RewardSet
 
 __all__ = ["EVAL_KEYS", "HeldOutEvaluation", "eval_records", "plot_heldout"]

@@ -1,7 +1,7 @@
 """Entry points behind the command line: SFT, MaskGRPO training, generation, evaluation.
 
 Each takes one validated config and writes its outputs under ``cfg.output_dir``. The demo chains
-them (see :mod:`maskgrpo.demo`). ``model`` is the built-in tiny model, a saved tiny-model folder,
+them (see :mod:`maskgrpo.recipes.text_demo`). ``model`` is the built-in tiny model, a saved tiny-model folder,
 or a Hugging Face hub id / folder (:mod:`maskgrpo.trainer.hf_setup`). Under ``accelerate launch``
 training runs on every process and only the main process writes files.
 """
@@ -22,8 +22,9 @@ from tqdm.auto import tqdm
 from ..config import EvalConfig, GenerateConfig, ModelConfig, SamplingConfig, SFTConfig, TrainConfig
 from ..datasets.training import TrainingData, load_training_data
 from ..lora import autocast_context, is_lora
-from ..modality import SamplerSettings, TextModality
-from ..models.hf_modality import HFTextModality
+from ..modalities.base import SamplerSettings
+from ..modalities.hf_text import HFTextModality
+from ..modalities.text import TextModality
 from ..models.tiny import TinyDiffusionLM
 from ..policy import Policy, is_tiny_model, load_policy, resolve_device, save_policy
 from ..rewards.combine import RewardSet

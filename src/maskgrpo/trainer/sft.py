@@ -25,7 +25,7 @@ import torch
 from torch import Tensor, nn
 
 from ..logprobs import token_logprobs
-from ..modality import TextModality
+from ..modalities.text import TextModality
 from ..rng import derive_generator
 
 __all__ = ["SFTState", "TaskBatches", "sft_loop", "sft_loss", "sft_state", "train_sft"]

@@ -25,8 +25,8 @@ import torch
 from safetensors.torch import load_file
 from torch import nn
 
-from .. import __version__
 from ..lora import is_lora
+from ..version import __version__
 from .checkpoint import (
     CHECKPOINT_FORMAT,
     STATE_FILE,

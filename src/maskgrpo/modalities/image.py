@@ -13,7 +13,8 @@ Sequence layout seen by the trainer::
 re-masks and scores) is exactly the ``N`` image tokens. ``<eoi>`` is left out of the sequence:
 images have a fixed number of tokens, so an end marker carries no information, and putting it in
 the completion would let the re-masking draw it and score it against the code softmax. A checkpoint pretrained on the full layout
-``[prompt][<soi>][image][<eoi>]``, such as MMaDA, is wrapped in :class:`WithEndOfImage`: the
+``[prompt][<soi>][image][<eoi>]``, such as MMaDA, is wrapped in
+:class:`~maskgrpo.models.mmada_image.WithEndOfImage`: the
 model then sees ``<eoi>`` after the image in every forward pass (sampling, old, reference and
 current policy alike) while the trainer keeps working on the image span.
 
@@ -32,18 +33,16 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from ..modality import SamplerSettings
-from ..models.tiny import MaskedLMOutput
 from ..sampling import emerge, maskgit
+from ..sampling.guidance import LogitsFn
+from ..tasks.shapes.quantizer import PatchQuantizer
 from ..tokens import TokenSpec
-from .guidance import LogitsFn
-from .tokenizer import PatchQuantizer
+from .base import SamplerSettings
 
 __all__ = [
     "IMAGE_SAMPLERS",
     "ImageModality",
     "ImageSampling",
-    "WithEndOfImage",
     "image_token_spec",
 ]
 
@@ -213,36 +212,3 @@ class ImageModality:
     def decode(self, completions: Tensor) -> list[np.ndarray]:
         """``(B, N)`` image token ids -> ``B`` uint8 ``(H, W, 3)`` images."""
         return list(self.quantizer.decode(self.to_codes(completions)).numpy())
-
-
-class WithEndOfImage(nn.Module):
-    """``model`` fed ``[ids][<eoi>]`` on every call, returning the logits of ``ids`` only.
-
-    For checkpoints pretrained with an end-of-image token after the image codes (MMaDA). The
-    wrapper is transparent to the trainer: it takes and returns the ``(B, L)`` layout the
-    modality builds, so views, old/reference log-probs and rollouts all see the same ``<eoi>``.
-    It never splits its head (the appended position would be scored otherwise), and saving
-    writes the wrapped model, so the checkpoint stays loadable without the wrapper.
-    """
-
-    maskgrpo_head_split = False
-
-    def __init__(self, model: nn.Module, eoi_id: int) -> None:
-        super().__init__()
-        if eoi_id < 0:
-            raise ValueError(f"eoi_id={eoi_id} must be a token id; take it from spec.eoi_id")
-        self.model = model
-        self.eoi_id = eoi_id
-
-    def forward(self, input_ids: Tensor, attention_mask: Tensor | None = None) -> MaskedLMOutput:
-        end = input_ids.new_full((input_ids.shape[0], 1), self.eoi_id)
-        ids = torch.cat([input_ids, end], dim=1)
-        if attention_mask is None:
-            out = self.model(ids)
-        else:
-            ones = attention_mask.new_ones((attention_mask.shape[0], 1))
-            out = self.model(ids, attention_mask=torch.cat([attention_mask, ones], dim=1))
-        return MaskedLMOutput(out.logits[:, :-1])
-
-    def save_pretrained(self, path: str, **kwargs: object) -> None:
-        self.model.save_pretrained(path, **kwargs)  # type: ignore[operator]

@@ -22,19 +22,19 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..modality import SamplerSettings
-from ..rng import derive_generator, derive_seed
-from ..trainer.evaluate import wilson_interval
-from ..trainer.sft import sft_loop, sft_loss
-from .modality import ImageModality
-from .reward import (
+from ..modalities.base import SamplerSettings
+from ..modalities.image import ImageModality
+from ..rewards.geneval import (
     detect_all,
     evaluate_spec,
     make_geneval_reward,
     requested_objects,
     score_by_tag,
 )
-from .world import WorldConfig, render
+from ..rng import derive_generator, derive_seed
+from ..tasks.shapes.world import WorldConfig, render
+from .evaluate import wilson_interval
+from .sft import sft_loop, sft_loss
 
 __all__ = ["ImageEval", "evaluate_images", "rollout_diversity", "train_image_sft"]
 

@@ -44,18 +44,25 @@ import numpy as np
 import torch
 
 from ..config import DemoConfig, TrainConfig
-from ..modality import SamplerSettings
+from ..modalities.base import SamplerSettings
+from ..modalities.image import ImageModality, ImageSampling, image_token_spec
 from ..models import TinyConfig
 from ..policy import _build_tiny, resolve_device
 from ..rewards.combine import RewardSet
+from ..rewards.geneval import make_geneval_reward
 from ..rng import derive_generator
+from ..tasks.shapes.quantizer import fit_quantizer
+from ..tasks.shapes.words import WordTokenizer
+from ..tasks.shapes.world import (
+    DEFAULT_TAG_MIX,
+    TAGS,
+    SpecSplit,
+    WorldConfig,
+    sample_specs,
+    split_specs,
+)
 from ..trainer.grpo import train_grpo
-from .modality import ImageModality, ImageSampling, image_token_spec
-from .reward import make_geneval_reward
-from .tokenizer import fit_quantizer
-from .training import ImageEval, evaluate_images, rollout_diversity, train_image_sft
-from .words import WordTokenizer
-from .world import DEFAULT_TAG_MIX, TAGS, SpecSplit, WorldConfig, sample_specs, split_specs
+from ..trainer.image_training import ImageEval, evaluate_images, rollout_diversity, train_image_sft
 
 __all__ = ["ImageRecipe", "image_train_config", "run_image_demo", "save_grid"]
 

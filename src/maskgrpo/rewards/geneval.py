@@ -22,8 +22,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .geometry import relations
-from .world import TAGS, WorldConfig
+from ..tasks.shapes.geometry import relations
+from ..tasks.shapes.world import TAGS, WorldConfig
 
 __all__ = [
     "Detection",

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .reward import as_image
+from .geneval import as_image
 
 __all__ = ["CLIP_MEAN", "CLIP_STD", "CharTokenizer", "ClipScorer", "preprocess"]
 

@@ -1,6 +1,6 @@
 """The text modality for Hugging Face tokenizers: chat-templated, left-padded prompts.
 
-Implements the :class:`maskgrpo.modality.Modality` protocol. Prompts are wrapped in the
+Implements the :class:`maskgrpo.modalities.base.Modality` protocol. Prompts are wrapped in the
 tokenizer's chat template (user turn plus the generation prompt, as LLaDA-Instruct expects),
 tokenised without extra special tokens and left-padded with the pad id to a fixed
 ``prompt_width``, so a row's ids do not depend on the other rows of its batch (the same
@@ -18,8 +18,8 @@ from typing import Any
 
 from torch import Tensor
 
-from ..modality import TextModality
 from ..tokens import TokenSpec
+from .text import TextModality
 
 __all__ = ["HFTextModality"]
 

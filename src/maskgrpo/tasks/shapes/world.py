@@ -5,7 +5,7 @@ GenEval's metadata format ``{"tag", "include": [{"class", "count", "color"?, "po
 "exclude"?: [...], "prompt"}``. Simplifications against GenEval: five shape classes instead of
 80 COCO classes, six palette colours instead of ten, counts 2..4, no distractor objects, and a
 single plain background colour. :func:`render` draws an image that satisfies a spec, for
-supervised data; :mod:`maskgrpo.image.reward` checks a spec against pixels.
+supervised data; :mod:`maskgrpo.rewards.geneval` checks a spec against pixels.
 """
 
 from __future__ import annotations

@@ -23,16 +23,16 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from .config import DemoConfig, TrainConfig
-from .modality import TextModality
-from .policy import load_policy, resolve_device, save_policy
-from .rng import derive_generator, derive_seed
-from .tasks import make_task
-from .trainer.evaluate import TaskEval, evaluate_task
-from .trainer.grpo import sampler_settings
-from .trainer.outputs import plot_curves, read_metrics
-from .trainer.run import run_train
-from .trainer.sft import train_sft
+from ..config import DemoConfig, TrainConfig
+from ..modalities.text import TextModality
+from ..policy import load_policy, resolve_device, save_policy
+from ..rng import derive_generator, derive_seed
+from ..tasks import make_task
+from ..trainer.evaluate import TaskEval, evaluate_task
+from ..trainer.grpo import sampler_settings
+from ..trainer.outputs import plot_curves, read_metrics
+from ..trainer.run import run_train
+from ..trainer.sft import train_sft
 
 __all__ = ["demo_train_config", "run_demo"]
 

@@ -1,55 +1,18 @@
-"""The text modality: how prompts become ids, where the completion sits, how it is decoded.
-
-The trainer talks to a modality through this small protocol only (build the input sequence,
-locate the completion span, decode for the reward), so text and image are two implementations
-of one interface chosen at start-up, never ``if task == ...`` branches in the algorithm.
-"""
+"""The text modality: how prompts become ids, where the completion sits, how it is decoded."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from .sampling.llada import generate
-from .tokens import TokenSpec
+from ..sampling.llada import generate
+from ..tokens import TokenSpec
+from .base import SamplerSettings
 
-__all__ = ["Modality", "SamplerSettings", "TextModality"]
-
-
-@dataclass(frozen=True)
-class SamplerSettings:
-    gen_length: int
-    steps: int
-    block_length: int
-    temperature: float
-    remasking: str
-    kv_cache: str = "none"  # block KV cache: none (exact), prefix or dual
-    kv_cache_refresh: int = 0  # steps between cache refreshes in a block; 0 = once per block
-    parallel_threshold: float = 0.0  # parallel decoding threshold; 0 = the fixed schedule
-
-
-class Modality(Protocol):
-    """What the trainer needs of a modality. ``vocab_range`` restricts the softmax (image codes)."""
-
-    spec: TokenSpec
-    prompt_width: int
-    vocab_range: tuple[int, int] | None
-
-    def encode_prompts(self, prompts: list[str], device: torch.device) -> Tensor: ...
-
-    def rollout(
-        self,
-        model: nn.Module,
-        prompt_ids: Tensor,
-        settings: SamplerSettings,
-        generator: torch.Generator,
-    ) -> Tensor: ...
-
-    def decode(self, completions: Tensor) -> list[Any]: ...
+__all__ = ["TextModality"]
 
 
 class TextModality:

@@ -25,7 +25,7 @@ from torch import Tensor, nn
 from ..grpo import grpo_loss
 from ..masking import mask_ratios, remask
 from ..rng import derive_generator
-from .guidance import LogitsFn
+from ..sampling.guidance import LogitsFn
 
 __all__ = [
     "AmusedConditioning",

@@ -1,0 +1,1 @@
+"""Demos: thin recipes over the public training entry points (``maskgrpo demo``)."""
