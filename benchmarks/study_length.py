@@ -8,12 +8,13 @@ Per length, one SFT base (the demo's recipe and model, SFT seed ``BASE_SEED``: S
 accuracy on ``PROBE_ROWS`` *training* prompts reaches the length's target, checked every 50
 steps, every 10 once it rises, or until the length's cap of SFT steps), saved once under
 ``<out>/length/L<n>/base/seed<BASE_SEED>`` and shared by every estimator and seed of that
-length: the seeds change MaskGRPO's rollouts and prompt order, not the
-base (one base per length keeps the study within its CPU budget). Each run is :class:`~maskgrpo.trainer.grpo_trainer.MaskGRPOTrainer` with the demo's
-MaskGRPO settings (:func:`maskgrpo.demo.demo_train_config`) and the length's fixed number of
-steps and prompts per step, so every estimator of a length gets the same rollout budget. The
-sampler is the library's default: one block over the completion, one token per step,
-low-confidence remasking, temperature 1 for rollouts and greedy for evaluation.
+length: the seeds change MaskGRPO's rollouts and prompt order, not the base (one base per
+length keeps the study within its CPU budget). Each run is
+:class:`~maskgrpo.trainer.grpo_trainer.MaskGRPOTrainer` with the demo's MaskGRPO settings
+(:func:`maskgrpo.recipes.text_demo.demo_train_config`) and the length's fixed number of steps
+and prompts per step, so every estimator of a length gets the same rollout budget. The sampler
+is the library's default: one block over the completion, one token per step, low-confidence
+remasking, temperature 1 for rollouts and greedy for evaluation, no KV cache.
 
 Both evaluations (base, final) are greedy on the same held-out prompts and also record the
 per-position accuracy of the answer. A run writes ``result.json`` in its own folder; an existing
@@ -38,7 +39,9 @@ from pathlib import Path
 from typing import Any
 
 from maskgrpo.config import DemoConfig, TrainConfig
-from maskgrpo.demo import (
+from maskgrpo.modalities.text import TextModality
+from maskgrpo.policy import Policy, load_policy, resolve_device, save_policy
+from maskgrpo.recipes.text_demo import (
     SFT_CHECK,
     SFT_CHECK_FINE,
     TINY_DIM,
@@ -46,8 +49,6 @@ from maskgrpo.demo import (
     TINY_LAYERS,
     demo_train_config,
 )
-from maskgrpo.modality import TextModality
-from maskgrpo.policy import Policy, load_policy, resolve_device, save_policy
 from maskgrpo.rewards.combine import RewardSet
 from maskgrpo.rng import derive_generator, derive_seed
 from maskgrpo.tasks import SyntheticTask
@@ -194,7 +195,7 @@ def length_base(length: int, seed: int, out: Path, quick: bool) -> dict[str, Any
 def sft_to_target(
     task: SyntheticTask, seed: int, budget: LengthBudget
 ) -> tuple[Policy, int, float]:
-    """The demo's SFT stopping rule (:func:`maskgrpo.demo._sft_to_target`) for any task."""
+    """The demo's SFT stopping rule (``maskgrpo.recipes.text_demo._sft_to_target``), any task."""
     gen_length = task.answer_chars + 1
     policy = load_policy(
         "tiny", alphabet=task.alphabet, max_length=task.max_prompt_chars + gen_length,
