@@ -159,10 +159,19 @@ def run_step(args: argparse.Namespace, device: torch.device) -> dict[str, float]
     total = Timer(device)
     with autocast_context(device, "bf16"):
         rollout = total.wrap(make_rollout)(
-            cfg, 0, model, parts.ref_model, modality, rows, rewards, settings
+            cfg,
+            0,
+            model=model,
+            ref_model=parts.ref_model,
+            modality=modality,
+            rows=rows,
+            rewards=rewards,
+            settings=settings,
         )
         for j in range(cfg.num_iterations):
-            update_t.wrap(inner_update)(cfg, j, model, rollout, parts.optimizer, parts.scheduler)
+            update_t.wrap(inner_update)(
+                cfg, j, model, rollout, optimizer=parts.optimizer, scheduler=parts.scheduler
+            )
     return {
         "parameters_billion": n_params / 1e9,
         "rollout_tokens_per_s": rows_n * args.max_completion_length / max(rollout_t.seconds, 1e-9),

@@ -126,7 +126,14 @@ def sampler_speed(
 
 def step_split(cfg: TrainConfig, repeats: int) -> dict[str, Any]:
     """Median seconds of one MaskGRPO step's parts (rollout, scoring, old/ref, updates)."""
-    s = setup(cfg, cfg.seed, cfg.dataset, cfg.dataset_seed, cfg.device, cfg)
+    s = setup(
+        cfg,
+        seed=cfg.seed,
+        task_name=cfg.dataset,
+        task_seed=cfg.dataset_seed,
+        device_name=cfg.device,
+        sampling=cfg,
+    )
     model = s.policy.model.eval()
     rewards = _reward_set(cfg, s.task)
     parts = build_parts(cfg, model)
@@ -165,11 +172,20 @@ def step_split(cfg: TrainConfig, repeats: int) -> dict[str, Any]:
         t3 = time.perf_counter()
         # The updates need the trainer's Rollout; make_rollout rebuilds it (not timed).
         rollout = make_rollout(
-            cfg, step, model, parts.ref_model, s.modality, rows, rewards, s.settings
+            cfg,
+            step,
+            model=model,
+            ref_model=parts.ref_model,
+            modality=s.modality,
+            rows=rows,
+            rewards=rewards,
+            settings=s.settings,
         )
         t4 = time.perf_counter()
         for j in range(cfg.num_iterations):
-            inner_update(cfg, j, model, rollout, parts.optimizer, parts.scheduler)
+            inner_update(
+                cfg, j, model, rollout, optimizer=parts.optimizer, scheduler=parts.scheduler
+            )
         t5 = time.perf_counter()
         for key, dt in zip(times, (t1 - t0, t2 - t1, t3 - t2, t5 - t4), strict=True):
             times[key].append(dt)
@@ -214,7 +230,14 @@ def run_speed(quick: bool, seed: int) -> dict[str, Any]:
     cfg = demo_train_config(demo)
     if quick:
         cfg = _replace(cfg, per_device_train_batch_size=4 * cfg.num_generations, num_iterations=2)
-    s = setup(cfg, cfg.seed, cfg.dataset, cfg.dataset_seed, "cpu", cfg)
+    s = setup(
+        cfg,
+        seed=cfg.seed,
+        task_name=cfg.dataset,
+        task_seed=cfg.dataset_seed,
+        device_name="cpu",
+        sampling=cfg,
+    )
     model = s.policy.model.eval()
     rollouts = cfg.rollouts_per_step()
     prompts = s.modality.encode_prompts(
@@ -238,7 +261,14 @@ def run_speed(quick: bool, seed: int) -> dict[str, Any]:
         diffusion_steps=8 if quick else 32,
         block_length=8 if quick else 16,
     )
-    ls = setup(long_cfg, seed, cfg.dataset, cfg.dataset_seed, "cpu", long_cfg)
+    ls = setup(
+        long_cfg,
+        seed=seed,
+        task_name=cfg.dataset,
+        task_seed=cfg.dataset_seed,
+        device_name="cpu",
+        sampling=long_cfg,
+    )
     long_settings = {
         "gen_length": long_cfg.max_completion_length,
         "steps": long_cfg.diffusion_steps,

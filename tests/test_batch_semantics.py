@@ -28,9 +28,21 @@ def _train(tmp_path: Path, **batch: Any) -> tuple[list[dict[str, Any]], dict[str
         **TINY,
         **batch,
     )
-    s = setup(cfg, cfg.seed, cfg.dataset, cfg.dataset_seed, "cpu", cfg)
+    s = setup(
+        cfg,
+        seed=cfg.seed,
+        task_name=cfg.dataset,
+        task_seed=cfg.dataset_seed,
+        device_name="cpu",
+        sampling=cfg,
+    )
     history = train_grpo(
-        cfg, s.policy.model, s.modality, s.task.train, _reward_set(cfg, s.task), s.settings
+        cfg,
+        s.policy.model,
+        modality=s.modality,
+        rows=s.task.train,
+        rewards=_reward_set(cfg, s.task),
+        settings=s.settings,
     )
     params = {n: p.detach().clone() for n, p in s.policy.model.named_parameters()}
     return history, params
@@ -58,7 +70,14 @@ def test_accumulation_splits_the_same_update(tmp_path: Path) -> None:
 
 def _train_init(tmp_path: Path) -> dict[str, torch.Tensor]:
     cfg = load_config(TrainConfig, output_dir=str(tmp_path / "init"), **TINY)
-    s = setup(cfg, cfg.seed, cfg.dataset, cfg.dataset_seed, "cpu", cfg)
+    s = setup(
+        cfg,
+        seed=cfg.seed,
+        task_name=cfg.dataset,
+        task_seed=cfg.dataset_seed,
+        device_name="cpu",
+        sampling=cfg,
+    )
     return {n: p.detach().clone() for n, p in s.policy.model.named_parameters()}
 
 

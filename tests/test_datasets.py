@@ -23,8 +23,8 @@ from maskgrpo.datasets import (
     sudoku,
     validate_rows,
 )
-from maskgrpo.datasets.puzzles import count_solutions
 from maskgrpo.datasets.validation import check_sudoku, check_tests
+from maskgrpo.tasks.sudoku import count_solutions
 
 SHARED = Path(
     os.environ.get("MASKGRPO_SHARED_DATA", Path(__file__).parents[1] / ".." / "shared" / "data")

@@ -69,7 +69,7 @@ def test_evaluate_writes_samples_and_result(tmp_path: Path) -> None:
 
     rewards = RewardSet([gsm8k_correctness_reward, integer_answer_reward])
     protocol = EvalProtocol(gen_length=64, steps=32, block_length=32, n_samples=3, k_values=(1, 2))
-    result = evaluate(generate, rows, rewards, protocol, str(tmp_path))
+    result = evaluate(generate, rows, rewards, protocol, out_dir=str(tmp_path))
     assert result["pass@1"] == pytest.approx((2 / 3 + 0) / 2)
     assert result["pass@k"]["2"] == pytest.approx((1.0 + 0.0) / 2)
     assert result["mean_reward"] == pytest.approx(((2.5 + 0.5 + 2.5) / 3 + 0.0) / 2)
@@ -79,7 +79,7 @@ def test_evaluate_writes_samples_and_result(tmp_path: Path) -> None:
     samples = [json.loads(x) for x in (tmp_path / "samples.jsonl").read_text().splitlines()]
     assert len(samples) == 6 and samples[1]["passed"] is False and samples[0]["total"] == 2.5
     custom = PassCriterion("integer_answer_reward", 0.5)
-    again = evaluate(generate, rows, rewards, protocol, str(tmp_path), pass_criterion=custom)
+    again = evaluate(generate, rows, rewards, protocol, out_dir=str(tmp_path), pass_criterion=custom)
     assert again["pass@1"] == pytest.approx(0.5)
 
 

@@ -11,8 +11,8 @@ from maskgrpo.modalities.image import ImageModality, ImageSampling, image_token_
 from maskgrpo.models import TinyConfig, TinyDiffusionLM
 from maskgrpo.rewards.geneval import make_geneval_reward
 from maskgrpo.tasks.shapes.quantizer import fit_quantizer
-from maskgrpo.tasks.shapes.words import WordTokenizer
 from maskgrpo.tasks.shapes.world import WorldConfig, render, split_specs
+from maskgrpo.tokenizer import WordTokenizer
 
 WORLD = WorldConfig(image_size=24)
 K = 64

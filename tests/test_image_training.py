@@ -19,8 +19,8 @@ from maskgrpo.recipes.image_demo import ImageRecipe, run_image_demo
 from maskgrpo.rewards.combine import RewardSet
 from maskgrpo.rewards.geneval import make_geneval_reward
 from maskgrpo.tasks.shapes.quantizer import fit_quantizer
-from maskgrpo.tasks.shapes.words import WordTokenizer
 from maskgrpo.tasks.shapes.world import WorldConfig, split_specs
+from maskgrpo.tokenizer import WordTokenizer
 from maskgrpo.trainer.grpo import make_rollout, train_grpo
 from maskgrpo.trainer.image_training import evaluate_images, rollout_diversity, train_image_sft
 
@@ -87,7 +87,9 @@ def test_one_grpo_step_changes_parameters(setup: tuple) -> None:
     model = tiny(mod)
     rows = [{"prompt": s["prompt"], "spec": s} for s in specs]
     before = [p.detach().clone() for p in model.parameters()]
-    history = train_grpo(grpo_config(), model, mod, rows, rewards(), SETTINGS)
+    history = train_grpo(
+        grpo_config(), model, modality=mod, rows=rows, rewards=rewards(), settings=SETTINGS
+    )
     assert len(history) == 1 and history[0]["tokens_scored"] > 0
     changed = any(not torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))
     assert changed
@@ -97,7 +99,16 @@ def test_rollout_scores_only_image_tokens_on_the_code_softmax(setup: tuple) -> N
     mod, specs = setup
     model = tiny(mod)
     rows = [{"prompt": s["prompt"], "spec": s} for s in specs[:2]]
-    ro = make_rollout(grpo_config(beta=0.0), 0, model, None, mod, rows, rewards(), SETTINGS)
+    ro = make_rollout(
+        grpo_config(beta=0.0),
+        0,
+        model=model,
+        ref_model=None,
+        modality=mod,
+        rows=rows,
+        rewards=rewards(),
+        settings=SETTINGS,
+    )
     assert ro.vocab_range == mod.vocab_range
     for view, old in zip(ro.views, ro.old_logp, strict=True):
         scored = view.scored[0]
@@ -153,7 +164,14 @@ def test_end_of_image_wrapper_shows_eoi_and_keeps_the_layout(setup: tuple, tmp_p
     spy = _Spy(inner)
     before = [p.detach().clone() for p in inner.parameters()]
     rows = [{"prompt": s["prompt"], "spec": s} for s in specs]
-    history = train_grpo(grpo_config(), WithEndOfImage(spy, eoi), mod, rows, rewards(), SETTINGS)
+    history = train_grpo(
+        grpo_config(),
+        WithEndOfImage(spy, eoi),
+        modality=mod,
+        rows=rows,
+        rewards=rewards(),
+        settings=SETTINGS,
+    )
     assert history[0]["tokens_scored"] > 0 and spy.seen
     assert all(bool((x[:, -1] == eoi).all()) and int((x == eoi).sum()) == len(x) for x in spy.seen)
     assert any(not torch.equal(a, b) for a, b in zip(before, inner.parameters(), strict=True))

@@ -148,6 +148,35 @@ def test_every_folder_has_a_role() -> None:
     assert folders == ROLES - {"cli"}, f"place {sorted(folders - ROLES)} in a layer here"
 
 
+def private_imports(root: Path) -> list[str]:
+    """``module: name`` for each private name (``_x``) one module takes from another, by
+    ``from m import _x`` or as ``m._x`` of an imported package module."""
+    found = []
+    for path in sorted(root.rglob("*.py")):
+        tree = ast.parse(path.read_text(), str(path))
+        modules = set()
+        for node in _imports(tree):
+            if isinstance(node, ast.ImportFrom) and (node.level or root.name in (node.module or "")):
+                for alias in node.names:
+                    modules.add(alias.asname or alias.name)
+                    if alias.name.startswith("_") and not alias.name.startswith("__"):
+                        found.append(f"{_module_name(path, root)[0]}: {alias.name}")
+        for node in ast.walk(tree):
+            if (
+                isinstance(node, ast.Attribute)
+                and isinstance(node.value, ast.Name)
+                and node.value.id in modules
+                and node.attr.startswith("_")
+                and not node.attr.startswith("__")
+            ):
+                found.append(f"{_module_name(path, root)[0]}: {node.value.id}.{node.attr}")
+    return found
+
+
+def test_no_module_takes_a_private_name_of_another() -> None:
+    assert private_imports(PACKAGE_DIR) == []
+
+
 def _write(root: Path, files: dict[str, str]) -> Path:
     for name, text in files.items():
         path = root / "pkg" / name
@@ -176,6 +205,9 @@ def test_the_checks_catch_a_lazy_cycle_and_an_upward_import(tmp_path: Path) -> N
     assert graph["pkg.trainer.loop"] == {"pkg.sampling"}  # the type-only import left out
     assert cycles(graph) == [["pkg.core", "pkg.sampling.draw"]]
     assert layer_violations(graph) == ["pkg.sampling.draw -> pkg.trainer.loop"]
+    (pkg / "recipes" / "demo.py").write_text("from ..trainer import loop\nloop._step()\n")
+    (pkg / "core.py").write_text("from .trainer.loop import _g as g\n")
+    assert private_imports(pkg) == ["pkg.core: _g", "pkg.recipes.demo: loop._step"]
 
 
 @pytest.mark.parametrize("name", ["maskgrpo.image", "maskgrpo.modality", "maskgrpo.demo"])

@@ -84,17 +84,28 @@ def test_lora_step_kl_zero_first_adapters_change_base_fixed(kind: str) -> None:
     assert isinstance(parts.ref_model, AdapterDisabled)  # no copy of the weights
     before_lora, before_base = params(model, True), params(model, False)
     rollout = make_rollout(
-        cfg, 0, model, parts.ref_model, modality, rows, RewardSet([char_sum]), settings
+        cfg,
+        0,
+        model=model,
+        ref_model=parts.ref_model,
+        modality=modality,
+        rows=rows,
+        rewards=RewardSet([char_sum]),
+        settings=settings,
     )
     assert float(rollout.advantages.abs().sum()) > 0
     for old, ref in zip(rollout.old_logp, rollout.ref_logp, strict=True):
         assert ref is not None and torch.equal(old, ref)  # B = 0: adapter off == adapter on
-    first = inner_update(cfg, 0, model, rollout, parts.optimizer, parts.scheduler)
+    first = inner_update(
+        cfg, 0, model, rollout, optimizer=parts.optimizer, scheduler=parts.scheduler
+    )
     assert first.kl == 0.0 and first.skipped_updates == 0
     after_lora, after_base = params(model, True), params(model, False)
     assert any(not torch.equal(before_lora[n], after_lora[n]) for n in before_lora)
     assert all(torch.equal(before_base[n], after_base[n]) for n in before_base)
-    second = inner_update(cfg, 1, model, rollout, parts.optimizer, parts.scheduler)
+    second = inner_update(
+        cfg, 1, model, rollout, optimizer=parts.optimizer, scheduler=parts.scheduler
+    )
     assert second.kl > 0.0  # the adapter moved the policy away from the reference
 
 

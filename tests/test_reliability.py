@@ -129,7 +129,14 @@ def _tiny_cfg(out: Path, **over: Any) -> TrainConfig:
 
 
 def _setup(cfg: TrainConfig) -> Setup:
-    return setup(cfg, cfg.seed, cfg.dataset, cfg.dataset_seed, "cpu", cfg)
+    return setup(
+        cfg,
+        seed=cfg.seed,
+        task_name=cfg.dataset,
+        task_seed=cfg.dataset_seed,
+        device_name="cpu",
+        sampling=cfg,
+    )
 
 
 def test_sigint_saves_and_resume_completes(tmp_path: Path) -> None:
@@ -241,14 +248,25 @@ def _rollout_parts(tmp_path: Path, **over: Any) -> tuple[TrainConfig, Setup, Any
     rewards = RewardSet(s.task.rewards, s.task.weights)
     batch = prompt_batch(s.task.train, 0, cfg.prompts_per_step(), cfg.seed)
     model = s.policy.model
-    rollout = make_rollout(cfg, 0, model, parts.ref_model, s.modality, batch, rewards, s.settings)
+    rollout = make_rollout(
+        cfg,
+        0,
+        model=model,
+        ref_model=parts.ref_model,
+        modality=s.modality,
+        rows=batch,
+        rewards=rewards,
+        settings=s.settings,
+    )
     return cfg, s, parts, rollout, rewards
 
 
 def test_nan_gradient_skips_the_update(tmp_path: Path) -> None:
     cfg, s, parts, rollout, _ = _rollout_parts(tmp_path)
     model = s.policy.model
-    assert not inner_update(cfg, 0, model, rollout, parts.optimizer, parts.scheduler).nonfinite
+    assert not inner_update(
+        cfg, 0, model, rollout, optimizer=parts.optimizer, scheduler=parts.scheduler
+    ).nonfinite
     params = {k: v.clone() for k, v in model.state_dict().items()}
     opt_state = {
         i: {k: v.clone() for k, v in st.items()}
@@ -256,7 +274,9 @@ def test_nan_gradient_skips_the_update(tmp_path: Path) -> None:
     }
     first = next(model.parameters())
     hook = first.register_hook(lambda g: torch.full_like(g, float("nan")))
-    stats = inner_update(cfg, 1, model, rollout, parts.optimizer, parts.scheduler)
+    stats = inner_update(
+        cfg, 1, model, rollout, optimizer=parts.optimizer, scheduler=parts.scheduler
+    )
     hook.remove()
     assert stats.nonfinite == 1 and stats.skipped_updates == 1
     assert all(torch.equal(params[k], v) for k, v in model.state_dict().items())
@@ -271,7 +291,7 @@ def test_consecutive_nonfinite_updates_abort(tmp_path: Path) -> None:
     state = TrainState()
     with pytest.raises(TrainingAborted, match="3 consecutive inner updates had a non-finite"):
         train_grpo(
-            cfg, s.policy.model, s.modality, s.task.train, rewards, s.settings,
+            cfg, s.policy.model, modality=s.modality, rows=s.task.train, rewards=rewards, settings=s.settings,
             parts=parts, state=state,
         )  # fmt: skip
     assert (state.step, state.inner) == (1, 1)  # two updates of step 1, one of step 2
@@ -308,7 +328,7 @@ def test_empty_completions_are_counted_and_still_scored(tmp_path: Path) -> None:
         return [float(len(c)) for c in completions]
 
     metrics = train_grpo(
-        cfg, s.policy.model, _EmptyFirstHalf(s.modality), s.task.train, RewardSet([reward]), s.settings
+        cfg, s.policy.model, modality=_EmptyFirstHalf(s.modality), rows=s.task.train, rewards=RewardSet([reward]), settings=s.settings
     )  # fmt: skip
     assert metrics[0]["empty_completions"] == 8 and seen[:8] == [""] * 8 and len(seen) == 16
 
@@ -323,10 +343,17 @@ def test_unscorable_groups_get_no_gradient(tmp_path: Path) -> None:
     rewards = RewardSet([first_group_unscorable])
     parts = build_parts(cfg, s.policy.model)
     batch = prompt_batch(s.task.train, 0, cfg.prompts_per_step(), cfg.seed)
-    rollout = make_rollout(cfg, 0, s.policy.model, parts.ref_model, s.modality, batch, rewards, s.settings)  # fmt: skip
+    rollout = make_rollout(cfg, 0, model=s.policy.model, ref_model=parts.ref_model, modality=s.modality, rows=batch, rewards=rewards, settings=s.settings)  # fmt: skip
     assert not rollout.base_mask[:4].any() and rollout.base_mask[4:].any()
     assert torch.equal(rollout.advantages[:4], torch.zeros(4))
-    metrics = train_grpo(cfg, s.policy.model, s.modality, s.task.train, rewards, s.settings)
+    metrics = train_grpo(
+        cfg,
+        s.policy.model,
+        modality=s.modality,
+        rows=s.task.train,
+        rewards=rewards,
+        settings=s.settings,
+    )
     assert metrics[0]["unscorable_groups"] == 1 and metrics[0]["skipped_step"] == 0
 
 
@@ -338,7 +365,7 @@ def test_wholly_unscorable_batch_skips_the_step(tmp_path: Path) -> None:
     def nothing(prompts: list[str], completions: list[str], **_: Any) -> list[Any]:
         return [None] * len(completions)
 
-    metrics = train_grpo(cfg, s.policy.model, s.modality, s.task.train, RewardSet([nothing]), s.settings)  # fmt: skip
+    metrics = train_grpo(cfg, s.policy.model, modality=s.modality, rows=s.task.train, rewards=RewardSet([nothing]), settings=s.settings)  # fmt: skip
     assert metrics[0]["skipped_step"] == 1 and metrics[0]["unscorable_groups"] == 4
     assert all(torch.equal(before[k], v) for k, v in s.policy.model.state_dict().items())
 

@@ -7,9 +7,10 @@ import itertools
 
 import pytest
 
+from maskgrpo.datasets.puzzles import sudoku_rows
 from maskgrpo.tasks import make_task
 from maskgrpo.tasks.running_sums import running_sum
-from maskgrpo.tasks.sudoku import all_grids, sudoku_valid
+from maskgrpo.tasks.sudoku import all_grids, count_solutions, sudoku_valid
 from maskgrpo.trainer.grpo import prompt_batch
 
 # A valid grid, checked by hand: rows 1234/3412/2143/4321, columns 1324/2413/3142/4231,
@@ -229,3 +230,21 @@ def test_prompt_batch_crosses_epoch_boundaries() -> None:
     flat = [r["prompt"] for b in batches for r in b]
     assert all(len(b) == 4 for b in batches)
     assert sorted(flat[:10], key=int) == sorted(flat[10:], key=int) == [str(i) for i in range(10)]
+
+
+def test_one_sudoku_rulebook_for_the_task_and_the_dataset(grids: list[str]) -> None:
+    """The dataset's generator and the task's checker agree: each generated puzzle fits exactly
+    one of the 288 solved grids, its stored solution, which ``sudoku_valid`` accepts; and
+    ``count_solutions`` counts what enumerating the solved grids counts."""
+    for row in sudoku_rows(40, seed=5, n_blanks=10):
+        fitting = [
+            g for g in grids if all(p in ("0", c) for p, c in zip(row["puzzle"], g, strict=True))
+        ]
+        assert fitting == [row["solution"]] and sudoku_valid(row["solution"])
+        assert count_solutions([int(c) for c in row["puzzle"]]) == 1
+    open_cells = [0] * 16
+    assert count_solutions(open_cells, limit=300) == len(grids) == 288
+    two = [int(c) for c in GRID]
+    two[0], two[1], two[8], two[9] = 0, 0, 0, 0  # 12/21 in rows 0 and 2 can swap: two grids
+    expected = sum(all(p in (0, int(c)) for p, c in zip(two, g, strict=True)) for g in grids)
+    assert count_solutions(two, limit=10) == expected == 2

@@ -127,6 +127,7 @@ def clipped_surrogate(
     logp: Tensor,
     old_logp: Tensor,
     advantages: Tensor,
+    *,
     eps: float = 0.2,
     eps_high: float | None = None,
 ) -> tuple[Tensor, Tensor, Tensor]:
@@ -197,7 +198,9 @@ def grpo_loss(
     normalize = NORMALIZERS.get(normalization)
     if beta > 0 and ref_logp is None:
         raise ValueError(f"beta={beta} > 0 needs ref_logp; pass reference log-probs or set beta=0")
-    surrogate, ratio, clipped = clipped_surrogate(logp, old_logp, advantages, eps, eps_high)
+    surrogate, ratio, clipped = clipped_surrogate(
+        logp, old_logp, advantages, eps=eps, eps_high=eps_high
+    )
     per_token = surrogate
     kl = k3_kl(logp, ref_logp) if ref_logp is not None else torch.zeros_like(logp)
     if beta > 0:

@@ -19,7 +19,14 @@ from .models import TinyConfig, TinyDiffusionLM
 from .tokenizer import CharTokenizer
 from .tokens import TokenSpec
 
-__all__ = ["Policy", "is_tiny_model", "load_policy", "resolve_device", "save_policy"]
+__all__ = [
+    "Policy",
+    "build_tiny",
+    "is_tiny_model",
+    "load_policy",
+    "resolve_device",
+    "save_policy",
+]
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +82,7 @@ def load_policy(
             n_heads=n_heads,
             max_length=max_length,
         )
-        net = _build_tiny(cfg, init_generator)
+        net = build_tiny(cfg, init_generator)
     else:
         path = Path(model)
         if not (path / "tokenizer.json").is_file():
@@ -93,7 +100,7 @@ def load_policy(
     return Policy(net.to(device), tokenizer, TokenSpec.from_objects(tokenizer))
 
 
-def _build_tiny(cfg: TinyConfig, generator: torch.Generator | None) -> TinyDiffusionLM:
+def build_tiny(cfg: TinyConfig, generator: torch.Generator | None) -> TinyDiffusionLM:
     """Build the tiny model with weights drawn from ``generator``; the global RNG is left as it was."""
     with torch.random.fork_rng(devices=[]):
         net = TinyDiffusionLM(cfg)  # module constructors draw from the global RNG: restored after

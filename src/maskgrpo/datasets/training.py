@@ -245,7 +245,7 @@ def _mbpp_split(rows: list[Row], split: str) -> list[Row]:
 
 
 def _recipe_rows(
-    name: str, source: str, split: str, cfg: Any, limit: int | None, *, renames: bool = True
+    name: str, *, source: str, split: str, cfg: Any, limit: int | None, renames: bool = True
 ) -> list[Row]:
     """User-turn rows of file recipe ``name`` from ``source`` ('' = its default source);
     ``renames`` applies ``--dataset-columns`` (the training dataset's own rows only)."""
@@ -330,7 +330,9 @@ def load_training_data(
         train, held = _generated_data(cfg, name, eval_limit if need_eval else 0)
         data = TrainingData(name, train, held, recipe_rewards(name))
     elif name in FILE_RECIPES:
-        train = _recipe_rows(name, cfg.data_file, cfg.dataset_split, cfg, limit)
+        train = _recipe_rows(
+            name, source=cfg.data_file, split=cfg.dataset_split, cfg=cfg, limit=limit
+        )
         unsafe = getattr(cfg, "allow_unsafe_code", False)
         data = TrainingData(name, train, [], recipe_rewards(name, allow_unsafe=unsafe))
     else:  # a file or a hub id
@@ -385,7 +387,9 @@ def _attach_eval(data: TrainingData, cfg: Any, eval_limit: int) -> None:
                 f"eval_dataset={source!r}: only the file recipes {sorted(FILE_RECIPES)} can "
                 f"evaluate another dataset; leave it empty for {source}'s own held-out rows"
             )
-        data.eval = _recipe_rows(source, eval_file, split, cfg, eval_limit, renames=False)
+        data.eval = _recipe_rows(
+            source, source=eval_file, split=split, cfg=cfg, limit=eval_limit, renames=False
+        )
         data.eval_rewards = recipe_rewards(
             source, allow_unsafe=getattr(cfg, "allow_unsafe_code", False)
         )
@@ -398,7 +402,7 @@ def _attach_eval(data: TrainingData, cfg: Any, eval_limit: int) -> None:
                 "math500 has no default held-out source; pass --eval-data-file (MATH500 rows) "
                 "or --eval-every 0"
             )
-        data.eval = _recipe_rows(recipe, file, split, cfg, eval_limit)
+        data.eval = _recipe_rows(recipe, source=file, split=split, cfg=cfg, limit=eval_limit)
     elif source and not is_builtin(source):
         if eval_file:
             raise ValueError(f"eval_data_file={eval_file!r} is for recipes; pass --eval-dataset")

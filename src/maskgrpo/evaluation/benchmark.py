@@ -97,7 +97,7 @@ def _generated(dataset: str, n: int, seed: int, template: PromptTemplate) -> lis
 
 
 def _raw_rows(
-    cfg: EvalConfig, template: PromptTemplate, source: str, limit: int, seed: int
+    cfg: EvalConfig, template: PromptTemplate, *, source: str, limit: int, seed: int
 ) -> list[Row]:
     """Validated rows of ``cfg.dataset`` with prompts rendered as plain text by ``template``."""
     if cfg.dataset in GENERATED:
@@ -120,7 +120,9 @@ def benchmark_rows(cfg: EvalConfig) -> tuple[list[Row], str]:
     shots: list[tuple[str, str]] = []
     if cfg.few_shot:
         shot_seed = derive_seed(cfg.dataset_seed, "few_shot")  # generated datasets only
-        examples = _raw_rows(cfg, PLAIN_TEMPLATE, cfg.few_shot_file, cfg.few_shot, shot_seed)
+        examples = _raw_rows(
+            cfg, PLAIN_TEMPLATE, source=cfg.few_shot_file, limit=cfg.few_shot, seed=shot_seed
+        )
         if len(examples) < cfg.few_shot:
             raise ValueError(
                 f"few_shot={cfg.few_shot} but {cfg.few_shot_file!r} has {len(examples)} rows; "
@@ -128,7 +130,7 @@ def benchmark_rows(cfg: EvalConfig) -> tuple[list[Row], str]:
             )
         shots = [(str(r["prompt"]), _shot_answer(cfg.dataset, r)) for r in examples]
     user = dataclasses.replace(base, system="", few_shot=tuple(shots))
-    rows = _raw_rows(cfg, user, cfg.data_file, cfg.limit, cfg.dataset_seed)
+    rows = _raw_rows(cfg, user, source=cfg.data_file, limit=cfg.limit, seed=cfg.dataset_seed)
     system = cfg.system_prompt or base.system
     log.info("%s: %d rows, template %s, %d shots", cfg.dataset, len(rows), base.name, len(shots))
     return rows, system
@@ -315,4 +317,4 @@ def run_benchmark(cfg: EvalConfig, *, generate: GenerateFn | None = None) -> dic
     if generate is None:
         generate = load_generator(cfg, rows, system)
     per_call = max(1, cfg.per_device_eval_batch_size // cfg.samples)
-    return evaluate(generate, rows, rewards, protocol, cfg.output_dir, batch_size=per_call)
+    return evaluate(generate, rows, rewards, protocol, out_dir=cfg.output_dir, batch_size=per_call)

@@ -153,8 +153,8 @@ def evaluate(
     rows: Sequence[Mapping[str, Any]],
     rewards: RewardSet,
     protocol: EvalProtocol,
-    out_dir: str,
     *,
+    out_dir: str,
     pass_criterion: PassCriterion | None = None,
     batch_size: int = 64,
 ) -> dict[str, Any]:
@@ -174,7 +174,14 @@ def evaluate(
     result = rewards(flat_prompts, flat, **_columns(rows, n))
     passed = criterion.passed(result)
     os.makedirs(out_dir, exist_ok=True)
-    _write_samples(os.path.join(out_dir, "samples.jsonl"), flat_prompts, flat, result, passed, n)
+    _write_samples(
+        os.path.join(out_dir, "samples.jsonl"),
+        flat_prompts,
+        flat,
+        result=result,
+        passed=passed,
+        n=n,
+    )
     summary = {
         "protocol": asdict(protocol),
         "pass_criterion": asdict(criterion),
@@ -193,6 +200,7 @@ def _write_samples(
     path: str,
     prompts: list[str],
     completions: list[str],
+    *,
     result: RewardResult,
     passed: list[bool],
     n: int,

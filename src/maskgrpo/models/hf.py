@@ -51,6 +51,7 @@ __all__ = [
     "probe_head_split",
     "load_hf_policy",
     "read_config_dict",
+    "remote_class",
     "token_spec_from",
     "tokenizer_size",
 ]
@@ -115,7 +116,7 @@ def _check_remote_code(name: str, config: dict[str, Any], trust_remote_code: boo
 _REMOTE_CLASSES = ("AutoModel", "AutoModelForMaskedLM", "AutoModelForCausalLM")
 
 
-def _remote_class(config: dict[str, Any]) -> tuple[str, str]:
+def remote_class(config: dict[str, Any]) -> tuple[str, str]:
     """``(class reference, auto class name)`` of the model class in ``auto_map``."""
     auto_map = config["auto_map"]
     for cls in _REMOTE_CLASSES:
@@ -145,7 +146,7 @@ def _load_model(name: str, config: dict[str, Any], remote: bool, dtype: torch.dt
     printed = io.StringIO()
     with contextlib.redirect_stdout(printed):  # MMaDA's __init__ prints its config
         if remote:
-            ref, auto = _remote_class(config)
+            ref, auto = remote_class(config)
             model = load_remote_model(name, ref, auto, dtype=dtype)
         else:
             model = _native_class(config).from_pretrained(name, **dtype_kwargs(dtype))

@@ -47,12 +47,11 @@ from ..config import DemoConfig, TrainConfig
 from ..modalities.base import SamplerSettings
 from ..modalities.image import ImageModality, ImageSampling, image_token_spec
 from ..models import TinyConfig
-from ..policy import _build_tiny, resolve_device
+from ..policy import build_tiny, resolve_device
 from ..rewards.combine import RewardSet
 from ..rewards.geneval import make_geneval_reward
 from ..rng import derive_generator
 from ..tasks.shapes.quantizer import fit_quantizer
-from ..tasks.shapes.words import WordTokenizer
 from ..tasks.shapes.world import (
     DEFAULT_TAG_MIX,
     TAGS,
@@ -61,6 +60,7 @@ from ..tasks.shapes.world import (
     sample_specs,
     split_specs,
 )
+from ..tokenizer import WordTokenizer
 from ..trainer.grpo import train_grpo
 from ..trainer.image_training import ImageEval, evaluate_images, rollout_diversity, train_image_sft
 
@@ -167,7 +167,7 @@ def _setup(
         n_heads=recipe.n_heads,
         max_length=modality.prompt_width + num_tokens,
     )
-    model = _build_tiny(model_cfg, derive_generator(cfg.seed, "init"))
+    model = build_tiny(model_cfg, derive_generator(cfg.seed, "init"))
     return model.to(resolve_device(cfg.device)), modality, split, world
 
 
@@ -291,10 +291,10 @@ def run_image_demo(
     history = train_grpo(
         train_cfg,
         model,
-        modality,
-        rows,
-        rewards,
-        settings,
+        modality=modality,
+        rows=rows,
+        rewards=rewards,
+        settings=settings,
         on_step=lambda m, _: log.info(
             "step %d reward %.3f kl %.4f", m["step"], m["reward_mean"], m["kl"]
         ),

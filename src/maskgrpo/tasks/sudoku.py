@@ -1,8 +1,14 @@
-"""4x4 Sudoku: a constraint task. The prompt is the grid row by row with ``.`` for blanks.
+"""4x4 Sudoku, the one implementation: the rules, a puzzle generator, and the synthetic task.
 
-The reward checks constraints, not a stored answer: a completion is correct when it is a full
-4x4 grid that keeps every given digit and has 1-4 once in each row, column and 2x2 box. All 288
-solved grids are enumerated; puzzles blank a seeded number of cells.
+- Rules: a solved grid has 1-4 once in each row, column and 2x2 box (:data:`UNITS`);
+  :func:`sudoku_valid`, :func:`all_grids` (the 288 solved grids), :func:`count_solutions`.
+- Generator (the ``sudoku`` dataset of :mod:`maskgrpo.datasets.puzzles`): :func:`sudoku_instance`
+  draws a relabelled, shuffled solution from a ``numpy.random.Generator`` and blanks cells one by
+  one only while the solution stays unique, so a reward can compare against the stored solution.
+- The synthetic task ``sudoku4`` (:func:`make_sudoku4`): the prompt is the grid row by row with
+  ``.`` for blanks; its reward checks constraints, not a stored answer (a full grid that keeps
+  every given digit and satisfies the rules), and its puzzles blank a seeded number of cells of
+  an enumerated solved grid.
 """
 
 from __future__ import annotations
@@ -11,11 +17,22 @@ import itertools
 import random
 from typing import Any
 
+import numpy as np
+
 from .base import SyntheticTask, split_rows
 
-__all__ = ["all_grids", "make_sudoku4", "sudoku_valid"]
+__all__ = [
+    "UNITS",
+    "all_grids",
+    "count_solutions",
+    "make_sudoku4",
+    "random_solution",
+    "sudoku_instance",
+    "sudoku_valid",
+]
 
-_UNITS = (
+# Cell indices (row-major, 0..15) of the 4 rows, 4 columns and 4 boxes.
+UNITS = (
     [[r * 4 + c for c in range(4)] for r in range(4)]
     + [[r * 4 + c for r in range(4)] for c in range(4)]
     + [
@@ -26,14 +43,62 @@ _UNITS = (
 )
 
 
+_UNITS_OF = [[u for u in UNITS if cell in u] for cell in range(16)]  # row, column, box
+_BASE_GRID = np.array([[1, 2, 3, 4], [3, 4, 1, 2], [2, 1, 4, 3], [4, 3, 2, 1]])
+
+
 def sudoku_valid(grid: str) -> bool:
-    return len(grid) == 16 and all(sorted(grid[i] for i in unit) == list("1234") for unit in _UNITS)
+    return len(grid) == 16 and all(sorted(grid[i] for i in unit) == list("1234") for unit in UNITS)
 
 
 def all_grids() -> list[str]:
     """The 288 solved 4x4 grids."""
     rows = ["".join(p) for p in itertools.permutations("1234")]
     return [g for g in ("".join(c) for c in itertools.product(rows, repeat=4)) if sudoku_valid(g)]
+
+
+def count_solutions(cells: list[int], limit: int = 2) -> int:
+    """Solutions of a 4x4 grid (16 ints, 0 = blank), counted up to ``limit``."""
+    try:
+        blank = cells.index(0)
+    except ValueError:
+        return 1
+    used = {cells[i] for unit in _UNITS_OF[blank] for i in unit}
+    total = 0
+    for digit in range(1, 5):
+        if digit not in used:
+            cells[blank] = digit
+            total += count_solutions(cells, limit - total)
+            cells[blank] = 0
+            if total >= limit:
+                break
+    return total
+
+
+def random_solution(rng: np.random.Generator) -> np.ndarray:
+    """A uniformly relabelled, row/column-shuffled valid 4x4 Sudoku grid, shape (4, 4)."""
+    grid = rng.permutation(4)[_BASE_GRID - 1] + 1  # relabel digits
+    bands = [rng.permutation([0, 1]) + 2 * b for b in rng.permutation([0, 1])]
+    grid = grid[np.concatenate(bands)]
+    stacks = [rng.permutation([0, 1]) + 2 * s for s in rng.permutation([0, 1])]
+    grid = grid[:, np.concatenate(stacks)]
+    return grid.T if rng.random() < 0.5 else grid
+
+
+def sudoku_instance(rng: np.random.Generator, n_blanks: int) -> dict[str, str]:
+    """A puzzle with up to ``n_blanks`` blanks (``0``) and a unique solution, as 16 digits each."""
+    solution = [int(x) for x in random_solution(rng).reshape(-1)]
+    cells = list(solution)
+    blanks = 0
+    for position in rng.permutation(16):
+        if blanks == n_blanks:
+            break
+        keep, cells[position] = cells[position], 0
+        if count_solutions(list(cells)) == 1:
+            blanks += 1
+        else:
+            cells[position] = keep
+    return {"puzzle": "".join(map(str, cells)), "solution": "".join(map(str, solution))}
 
 
 def _fits(puzzle: str, grid: str) -> bool:
@@ -60,7 +125,7 @@ def _cell_credit(
         if len(c) != 16 or not _fits(p, c):
             out.append(0.0)
             continue
-        out.append(sum(sorted(c[i] for i in u) == list("1234") for u in _UNITS) / len(_UNITS))
+        out.append(sum(sorted(c[i] for i in u) == list("1234") for u in UNITS) / len(UNITS))
     return out
 
 

@@ -53,12 +53,17 @@ from .grpo import Rollout, StepStats, TrainParts, TrainState
 __all__ = [
     "CHECKPOINT_FORMAT",
     "FIXED_FIELDS",
+    "fsync_path",
+    "fsync_tree",
     "load_checkpoint",
+    "load_split",
     "read_trainer_state",
     "reconcile_config",
     "resolve_checkpoint",
     "save_checkpoint",
     "save_checkpoint_all_ranks",
+    "save_split",
+    "write_latest",
 ]
 
 log = logging.getLogger(__name__)
@@ -124,14 +129,14 @@ def join_tensors(obj: Any, tensors: dict[str, Tensor]) -> Any:
     return {k: join_tensors(v, tensors) for k, v in obj["__items__"]}
 
 
-def _save_split(obj: Any, folder: Path, stem: str) -> None:
+def save_split(obj: Any, folder: Path, stem: str) -> None:
     tensors: dict[str, Tensor] = {}
     structure = split_tensors(obj, tensors)
     save_file(tensors, str(folder / f"{stem}.safetensors"))
     (folder / f"{stem}.json").write_text(json.dumps(structure))
 
 
-def _load_split(folder: Path, stem: str, device: torch.device | str = "cpu") -> Any:
+def load_split(folder: Path, stem: str, device: torch.device | str = "cpu") -> Any:
     tensors = load_file(str(folder / f"{stem}.safetensors"), device=str(device))
     return join_tensors(json.loads((folder / f"{stem}.json").read_text()), tensors)
 
@@ -187,7 +192,7 @@ def _stall(point: str) -> None:
     time.sleep(3600)
 
 
-def _fsync_path(path: Path) -> None:
+def fsync_path(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -195,11 +200,11 @@ def _fsync_path(path: Path) -> None:
         os.close(fd)
 
 
-def _fsync_tree(folder: Path) -> None:
+def fsync_tree(folder: Path) -> None:
     for item in folder.rglob("*"):
         if item.is_file():
-            _fsync_path(item)
-    _fsync_path(folder)
+            fsync_path(item)
+    fsync_path(folder)
 
 
 def checkpoint_name(state: TrainState, root: Path) -> str:
@@ -256,20 +261,20 @@ def save_checkpoint(
     _stall("start")
     write_model(tmp)
     _stall("model")
-    _save_split(parts.optimizer.state_dict(), tmp, "optimizer")
+    save_split(parts.optimizer.state_dict(), tmp, "optimizer")
     (tmp / "scheduler.json").write_text(json.dumps(parts.scheduler.state_dict()))
     if state.rollout is not None:
-        _save_split(rollout_record(state.rollout), tmp, "rollout")
+        save_split(rollout_record(state.rollout), tmp, "rollout")
     _stall("optimizer")
     record = trainer_record(state, config, rows_per_step)
     (tmp / STATE_FILE).write_text(json.dumps(record, indent=1))
-    _fsync_tree(tmp)
+    fsync_tree(tmp)
     _stall("before_rename")
     final = root / checkpoint_name(state, root)
     tmp.rename(final)
-    _fsync_path(root)
+    fsync_path(root)
     _stall("before_latest")
-    _write_latest(root, final.name)
+    write_latest(root, final.name)
     _stall("before_prune")
     prune(root, keep)
     log.info("saved checkpoint %s (step %d, inner update %d)", final, state.step, state.inner)
@@ -309,7 +314,7 @@ def save_checkpoint_all_ranks(
     return Path(dist.broadcast(str(path)))
 
 
-def _write_latest(root: Path, name: str) -> None:
+def write_latest(root: Path, name: str) -> None:
     tmp = root / f".latest-{os.getpid()}"
     with tmp.open("w") as fh:
         fh.write(name + "\n")
@@ -317,7 +322,7 @@ def _write_latest(root: Path, name: str) -> None:
         os.fsync(fh.fileno())
     _stall("latest_written")
     os.replace(tmp, root / LATEST)
-    _fsync_path(root)
+    fsync_path(root)
 
 
 def _position(folder: Path) -> tuple[int, int, float]:
@@ -446,11 +451,11 @@ def load_checkpoint(
     record = read_trainer_state(folder)
     device = next(model.parameters()).device
     model.load_state_dict(load_file(str(folder / "model.safetensors"), device=str(device)), strict)
-    parts.optimizer.load_state_dict(_load_split(folder, "optimizer", device))
+    parts.optimizer.load_state_dict(load_split(folder, "optimizer", device))
     parts.scheduler.load_state_dict(json.loads((folder / "scheduler.json").read_text()))
     rollout = None
     if record["has_rollout"]:
-        rollout = rollout_from_record(_load_split(folder, "rollout", device), modality)
+        rollout = rollout_from_record(load_split(folder, "rollout", device), modality)
         rollout = dist_state.local_rollout(rollout)  # this process's rows of every process's
     return TrainState(
         step=record["step"],

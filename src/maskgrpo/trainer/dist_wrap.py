@@ -126,7 +126,7 @@ class PolicyScorer(nn.Module):
 
     @property
     def maskgrpo_inner(self) -> nn.Module:
-        """The policy, for :func:`maskgrpo.models.model_call` (its family, padding, alignment)."""
+        """The policy, for :func:`maskgrpo.models.calls.model_call` (its family, padding, alignment)."""
         return self.policy
 
     def get_input_embeddings(self) -> nn.Module | None:
@@ -244,7 +244,7 @@ class _Sampling(nn.Module):
 
     @property
     def maskgrpo_inner(self) -> nn.Module:
-        """The prepared wrapper, so :func:`maskgrpo.models.model_call` finds the policy's family
+        """The prepared wrapper, so :func:`maskgrpo.models.calls.model_call` finds the policy's family
         and runs full forwards through the wrapper (which sharded weights need)."""
         return self.wrapped
 

@@ -18,9 +18,10 @@ contiguous slices (``N`` must divide by ``W``), so a group may span processes:
   processes, so the local loss is scaled by ``W`` before backward, and the gradient is
   synchronised once per inner update (``no_sync`` on all but the last micro-batch).
 
-Every pass through the policy goes through one prepared module (:mod:`.dist_wrap`, re-exported
-here: ``prepare``, ``view_logprobs``, ``for_sampling``, ``prepared``); checkpoints gather their
-state with :mod:`.dist_state`.
+Every pass through the policy goes through one prepared module (:mod:`.dist_wrap`:
+``prepare``, ``view_logprobs``, ``for_sampling``, ``prepared``); checkpoints gather their
+state with :mod:`.dist_state`. The collectives are accelerate's (``gather``, ``gather_object``,
+``broadcast_object_list``, ``reduce``).
 """
 
 from __future__ import annotations
@@ -249,7 +250,7 @@ def local_rows(total: int) -> slice:
 
 
 def rollout_generator(
-    seed: int, step: int, group_size: int, rows: slice, modality: Any, device: torch.device
+    seed: int, step: int, *, group_size: int, rows: slice, modality: Any, device: torch.device
 ) -> Any:
     """One generator per row ``(p, g)`` when ``modality.per_row_generators``, else one generator.
 
@@ -269,31 +270,30 @@ def rollout_generator(
 
 def gather_rows(t: Tensor, dim: int = 0) -> Tensor:
     """Concatenate equal-shaped ``t`` of all processes along ``dim``, in rank order."""
-    _, world = rank_world()
-    if world == 1:
+    if rank_world()[1] == 1:
         return t
-    parts = [torch.empty_like(t) for _ in range(world)]
-    torch.distributed.all_gather(parts, t.contiguous())
-    return torch.cat(parts, dim=dim)
+    from accelerate.utils import gather
+
+    gathered: Tensor = gather(t.movedim(dim, 0))  # accelerate joins along dim 0
+    return gathered.movedim(0, dim).contiguous()
 
 
 def gather_lists(values: Sequence[Any]) -> list[Any]:
     """The lists of all processes, concatenated in rank order."""
-    _, world = rank_world()
-    if world == 1:
+    if rank_world()[1] == 1:
         return list(values)
-    parts: list[Any] = [None] * world
-    torch.distributed.all_gather_object(parts, list(values))
-    return [v for part in parts for v in part]
+    from accelerate.utils import gather_object
+
+    return list(gather_object(list(values)))
 
 
 def broadcast(value: Any) -> Any:
     """The main process's ``value`` on every process (a picklable object; no tensors)."""
     if rank_world()[1] == 1:
         return value
-    box = [value]
-    torch.distributed.broadcast_object_list(box, src=0)
-    return box[0]
+    from accelerate.utils import broadcast_object_list
+
+    return broadcast_object_list([value], from_process=0)[0]
 
 
 def gather_rewards(result: RewardResult) -> RewardResult:
@@ -324,17 +324,27 @@ def all_sum(*values: float) -> tuple[float, ...]:
     """Sums over processes of each value (float64 all-reduce)."""
     if rank_world()[1] == 1:
         return tuple(values)
-    t = torch.tensor(values, dtype=torch.float64)
-    torch.distributed.all_reduce(t)
-    return tuple(float(v) for v in t)
+    from accelerate.utils import reduce
+
+    summed = reduce(torch.tensor(values, dtype=torch.float64, device=_device()), reduction="sum")
+    return tuple(float(v) for v in summed)
 
 
 def _max(value: int) -> int:
+    """The largest ``value`` over processes (the gathered values' maximum)."""
     if rank_world()[1] == 1:
         return value
-    t = torch.tensor([value], dtype=torch.int64)
-    torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MAX)
-    return int(t.item())
+    from accelerate.utils import gather
+
+    return int(gather(torch.tensor([value], dtype=torch.int64, device=_device())).max())
+
+
+def _device() -> torch.device:
+    """Where collectives take their tensors: accelerate's device (CPU under gloo)."""
+    from accelerate.state import PartialState
+
+    device: torch.device = PartialState().device
+    return device
 
 
 def agree(flag: bool) -> bool:

@@ -96,9 +96,9 @@ def _remote_model(folder: Path, data: dict[str, Any], config: Any) -> Any:
     from transformers.dynamic_module_utils import get_class_from_dynamic_module
 
     from ..models.compat import after_load, patch_remote_class
-    from ..models.hf import _remote_class
+    from ..models.hf import remote_class
 
-    ref, auto = _remote_class(data)
+    ref, auto = remote_class(data)
     cls: Any = get_class_from_dynamic_module(ref, str(folder))
     patch_remote_class(cls)
     cls.register_for_auto_class(auto)  # save_pretrained keeps the code files beside the weights
@@ -200,17 +200,17 @@ def _short(cfg: TrainConfig, out: Path, eval_rows: int) -> TrainConfig:
 def dry_run(cfg: TrainConfig, say: Callable[[str], None]) -> dict[str, Any]:
     """Build everything of ``cfg``'s run and run one step; returns the report (see module)."""
     from .grpo_trainer import MaskGRPOTrainer
-    from .run import _resolved, _reward_sets
+    from .run import resolve_defaults, reward_sets
 
     started = time.time()
     data = load_training_data(cfg, need_eval=bool(cfg.eval_every))
     tiny = is_tiny_model(cfg.model)
-    cfg = _resolved(cfg, data, tiny=tiny)
+    cfg = resolve_defaults(cfg, data, tiny=tiny)
     say(f"data: {data.name}: {len(data.train)} training rows, {len(data.eval)} held-out rows")
     if data.system_prompt or cfg.system_prompt:
         say(f"system prompt: {cfg.system_prompt[:120]!r}")
     say(f"first prompt: {str(data.train[0]['prompt'])[:200]!r}")
-    rewards, eval_rewards = _reward_sets(cfg, data)
+    rewards, eval_rewards = reward_sets(cfg, data)
     say(f"rewards: {dict(zip(rewards.names, rewards.weights, strict=True))}")
     with tempfile.TemporaryDirectory(prefix="maskgrpo-dry-run-") as scratch:
         root = Path(scratch)
@@ -250,10 +250,10 @@ def dry_run(cfg: TrainConfig, say: Callable[[str], None]) -> dict[str, Any]:
 
 def _dry_model(cfg: TrainConfig, data: Any, folder: Path, tiny: bool) -> tuple[Any, Any, str]:
     """``(model, tokenizer, description)`` for the dry run (see the module docstring)."""
-    from .run import _new_tiny
+    from .run import new_tiny_policy
 
     if cfg.model == "tiny":
-        built = _new_tiny(cfg, data)
+        built = new_tiny_policy(cfg, data)
         return built.model, built.tokenizer, "new built-in tiny model"
     if tiny:
         return cfg.model, None, f"saved tiny model {cfg.model}"

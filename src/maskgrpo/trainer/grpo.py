@@ -156,6 +156,7 @@ def prompt_batch(
 def make_rollout(
     cfg: MaskGRPOConfig,
     step: int,
+    *,
     model: nn.Module,
     ref_model: nn.Module | None,
     modality: Modality,
@@ -171,7 +172,9 @@ def make_rollout(
     group = group[mine]
     prompts = [r["prompt"] for r in group]
     prompt_ids = modality.encode_prompts(prompts, device)
-    gen = dist.rollout_generator(cfg.seed, step, group_size, mine, modality, device)
+    gen = dist.rollout_generator(
+        cfg.seed, step, group_size=group_size, rows=mine, modality=modality, device=device
+    )
     seqs = modality.rollout(dist_wrap.for_sampling(model), prompt_ids, settings, gen)
     width = modality.prompt_width
     completions = modality.decode(seqs[:, width:])
@@ -243,6 +246,7 @@ def inner_update(
     j: int,
     model: nn.Module,
     rollout: Rollout,
+    *,
     optimizer: torch.optim.Optimizer,
     scheduler: torch.optim.lr_scheduler.LRScheduler,
 ) -> StepStats:
@@ -353,7 +357,7 @@ def _is_empty(completion: Any) -> bool:
 
 
 def _step_metrics(
-    step: int, rollout: Rollout, stats: list[StepStats], group_size: int, lr: float
+    step: int, rollout: Rollout, stats: list[StepStats], *, group_size: int, lr: float
 ) -> dict[str, Any]:
     total = [r for r in rollout.rewards.total if r is not None]
     rewards = torch.tensor([float("nan") if r is None else r for r in rollout.rewards.total])
@@ -405,11 +409,11 @@ def record_update(cfg: MaskGRPOConfig, state: TrainState, stats: StepStats) -> N
 def train_grpo(
     cfg: MaskGRPOConfig,
     model: nn.Module,
+    *,
     modality: Modality,
     rows: list[dict[str, Any]],
     rewards: RewardSet,
     settings: SamplerSettings,
-    *,
     on_step: Callable[[dict[str, Any], Rollout], None] | None = None,
     parts: TrainParts | None = None,
     state: TrainState | None = None,
@@ -435,18 +439,34 @@ def train_grpo(
         if state.rollout is None:
             batch = prompt_batch(rows, state.step, cfg.prompts_per_step(processes), cfg.seed)
             state.rollout = make_rollout(
-                cfg, state.step, model, parts.ref_model, modality, batch, rewards, settings
+                cfg,
+                state.step,
+                model=model,
+                ref_model=parts.ref_model,
+                modality=modality,
+                rows=batch,
+                rewards=rewards,
+                settings=settings,
             )
             if stop(state):
                 return history
         rollout = state.rollout
         while state.inner < cfg.num_iterations and rollout.views:
-            stats = inner_update(cfg, state.inner, model, rollout, parts.optimizer, parts.scheduler)
+            stats = inner_update(
+                cfg,
+                state.inner,
+                model,
+                rollout,
+                optimizer=parts.optimizer,
+                scheduler=parts.scheduler,
+            )
             record_update(cfg, state, stats)
             if stop(state):
                 return history
         lr = float(parts.scheduler.get_last_lr()[0])
-        metrics = _step_metrics(state.step + 1, rollout, state.stats, cfg.num_generations, lr)
+        metrics = _step_metrics(
+            state.step + 1, rollout, state.stats, group_size=cfg.num_generations, lr=lr
+        )
         metrics["seconds"] = time.time() - t0
         state.step, state.inner, state.rollout, state.stats = state.step + 1, 0, None, []
         history.append(metrics)

@@ -338,7 +338,7 @@ class _Run:
                 ):
                     logger.log({"step": 0, **self._evaluate(0)})
                 history = train_grpo(
-                    args, t.model, t.modality, t.train_rows, t.reward_set, t.settings,
+                    args, t.model, modality=t.modality, rows=t.train_rows, rewards=t.reward_set, settings=t.settings,
                     on_step=self._on_step(bar, lambda: saver.save(state)), parts=parts,
                     state=state, should_stop=stop,
                 )  # fmt: skip
@@ -353,7 +353,7 @@ class _Run:
                 logger.close()
         checkpoint = saver.save(state)
         if stop.signum:
-            raise TrainingInterrupted(checkpoint, out, stop.signum, state.position)
+            raise TrainingInterrupted(checkpoint, out, signum=stop.signum, position=state.position)
         summary = self._finish(history, checkpoint, time.time() - t0)
         losses = [m["loss"] for m in history]
         return TrainOutput(state.step, sum(losses) / max(1, len(losses)), summary)

@@ -38,6 +38,7 @@ class TrainingInterrupted(Exception):
         self,
         checkpoint: Path,
         out_dir: Path,
+        *,
         signum: int,
         position: tuple[int, int],
         command: str = "train",

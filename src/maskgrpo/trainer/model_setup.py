@@ -313,7 +313,7 @@ def build_text_modality(
             )
         width = limit - gen_length
     fitted = [
-        _truncate(rows, ls, probe, policy.tokenizer, width)
+        _truncate(rows, ls, probe=probe, tokenizer=policy.tokenizer, width=width)
         for rows, ls in zip(row_sets, lengths, strict=True)
     ]
     return _make_modality(policy, system_prompt, width), fitted
@@ -337,7 +337,7 @@ def _check_unknown(policy: Policy, probe: TextModality, row_sets: Sequence[list[
 
 
 def _truncate(
-    rows: list[Row], lengths: list[int], probe: TextModality, tokenizer: Any, width: int
+    rows: list[Row], lengths: list[int], *, probe: TextModality, tokenizer: Any, width: int
 ) -> list[Row]:
     """Rows whose prompts keep their last tokens so the templated prompt fits ``width``."""
     out, cut = [], 0

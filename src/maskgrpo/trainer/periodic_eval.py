@@ -97,7 +97,7 @@ class HeldOutEvaluation:
         with tempfile.TemporaryDirectory(prefix="maskgrpo-eval-") as scratch:
             folder = self.out_dir / "eval" / f"step_{step:06d}" if self.write else Path(scratch)
             result = evaluate(
-                generate, self.rows, self.rewards, self.protocol, str(folder),
+                generate, self.rows, self.rewards, self.protocol, out_dir=str(folder),
                 pass_criterion=self.criterion, batch_size=self.batch_size,
             )  # fmt: skip
         accuracy = float(result["pass@1"])

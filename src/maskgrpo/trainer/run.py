@@ -41,7 +41,16 @@ from .outputs import RunLogger, prepare_output_dir
 from .reward_funcs import make_reward_set, resolve_reward_funcs
 from .sft_checkpoint import resumable_sft
 
-__all__ = ["run_eval", "run_generate", "run_sft", "run_train", "setup"]
+__all__ = [
+    "new_tiny_policy",
+    "resolve_defaults",
+    "reward_sets",
+    "run_eval",
+    "run_generate",
+    "run_sft",
+    "run_train",
+    "setup",
+]
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +66,7 @@ class Setup:
 
 def setup(
     cfg: ModelConfig,
+    *,
     seed: int,
     task_name: str,
     task_seed: int,
@@ -127,7 +137,7 @@ def run_sft(cfg: SFTConfig) -> dict[str, Any]:
     prepare_output_dir(out, resume=bool(cfg.resume), overwrite=cfg.overwrite)
     gen_length = cfg.max_completion_length or _default_length(data)
     policy, device = load_sft_policy(cfg, data, gen_length)
-    batches = sft_batches(cfg, data, policy, gen_length, device)
+    batches = sft_batches(cfg, data, policy, gen_length=gen_length, device=device)
     saved_cfg = dataclasses.replace(cfg, resume="", overwrite=False)
     _write_yaml(saved_cfg, out / "sft_config.yaml")
     logger = RunLogger(out, tensorboard=False)
@@ -190,8 +200,8 @@ def run_train(cfg: TrainConfig, *, policy: Policy | None = None) -> dict[str, An
     if policy is None:  # --resume <LoRA output folder>: a new run continuing its adapter
         _, cfg = lora_resume(cfg, cfg.model)
     data = load_training_data(cfg, need_eval=bool(cfg.eval_every))
-    cfg = _resolved(cfg, data, tiny=policy is None and is_tiny_model(cfg.model))
-    rewards, eval_rewards = _reward_sets(cfg, data)
+    cfg = resolve_defaults(cfg, data, tiny=policy is None and is_tiny_model(cfg.model))
+    rewards, eval_rewards = reward_sets(cfg, data)
     dist.accelerator()  # joins an accelerate launch's process group (is_main needs it)
     if dist.is_main():  # refused before the model loads; the trainer checks again at train()
         prepare_output_dir(cfg.output_dir, resume=bool(cfg.resume), overwrite=cfg.overwrite)
@@ -201,7 +211,7 @@ def run_train(cfg: TrainConfig, *, policy: Policy | None = None) -> dict[str, An
     model: Any = policy.model if policy is not None else cfg.model
     tokenizer = policy.tokenizer if policy is not None else None
     if policy is None and cfg.model == "tiny":
-        built = _new_tiny(cfg, data)
+        built = new_tiny_policy(cfg, data)
         model, tokenizer = built.model, built.tokenizer
     trainer = MaskGRPOTrainer(
         model, rewards, args=cfg, train_dataset=data.train,
@@ -211,7 +221,7 @@ def run_train(cfg: TrainConfig, *, policy: Policy | None = None) -> dict[str, An
     return trainer.train().metrics
 
 
-def _resolved(cfg: TrainConfig, data: TrainingData, *, tiny: bool) -> TrainConfig:
+def resolve_defaults(cfg: TrainConfig, data: TrainingData, *, tiny: bool) -> TrainConfig:
     """``cfg`` with the dataset's defaults written in: completion length and system prompt."""
     length = cfg.max_completion_length or _default_length(data)
     if tiny and data.answer_tokens and length <= data.answer_tokens:
@@ -225,7 +235,7 @@ def _resolved(cfg: TrainConfig, data: TrainingData, *, tiny: bool) -> TrainConfi
     )
 
 
-def _reward_sets(cfg: TrainConfig, data: TrainingData) -> tuple[RewardSet, RewardSet | None]:
+def reward_sets(cfg: TrainConfig, data: TrainingData) -> tuple[RewardSet, RewardSet | None]:
     """The training rewards (``--reward-funcs`` or the dataset's) and the held-out rows' own."""
     columns = sorted({k for r in data.train for k in r} - {"prompt"})
     own = data.rewards or ([], [])
@@ -244,7 +254,7 @@ def _reward_sets(cfg: TrainConfig, data: TrainingData) -> tuple[RewardSet, Rewar
     return rewards, eval_rewards
 
 
-def _new_tiny(cfg: TrainConfig, data: TrainingData) -> Policy:
+def new_tiny_policy(cfg: TrainConfig, data: TrainingData) -> Policy:
     """A new tiny model for ``cfg``'s dataset (see :func:`.model_setup.new_tiny`)."""
     return new_tiny(
         data, system_prompt=cfg.system_prompt, gen_length=cfg.max_completion_length,
@@ -273,7 +283,14 @@ def run_eval(cfg: EvalConfig) -> TaskEval | dict[str, Any]:
         from ..evaluation.benchmark import run_benchmark
 
         return run_benchmark(cfg)
-    s = setup(cfg, cfg.seed, cfg.dataset, cfg.dataset_seed, cfg.device, cfg)
+    s = setup(
+        cfg,
+        seed=cfg.seed,
+        task_name=cfg.dataset,
+        task_seed=cfg.dataset_seed,
+        device_name=cfg.device,
+        sampling=cfg,
+    )
     result = evaluate_task(
         s.policy.model,
         s.modality,
@@ -296,7 +313,14 @@ def run_eval(cfg: EvalConfig) -> TaskEval | dict[str, Any]:
 
 
 def run_generate(cfg: GenerateConfig) -> list[dict[str, Any]]:
-    s = setup(cfg, cfg.seed, cfg.dataset, cfg.dataset_seed, cfg.device, cfg)
+    s = setup(
+        cfg,
+        seed=cfg.seed,
+        task_name=cfg.dataset,
+        task_seed=cfg.dataset_seed,
+        device_name=cfg.device,
+        sampling=cfg,
+    )
     prompts = cfg.prompts or [r["prompt"] for r in s.task.heldout[: cfg.num_prompts]]
     ids = s.modality.encode_prompts([p for p in prompts for _ in range(cfg.samples)], s.device)
     s.policy.model.eval()

@@ -30,13 +30,13 @@ from ..version import __version__
 from .checkpoint import (
     CHECKPOINT_FORMAT,
     STATE_FILE,
-    _fsync_path,
-    _fsync_tree,
-    _load_split,
-    _save_split,
-    _write_latest,
+    fsync_path,
+    fsync_tree,
+    load_split,
     read_trainer_state,
     resolve_checkpoint,
+    save_split,
+    write_latest,
 )
 from .interrupt import StopRequest, TrainingInterrupted, handle_signals
 from .sft import SFTState, sft_loop, sft_state
@@ -92,9 +92,9 @@ def save_sft_checkpoint(
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
     write_model(tmp)
-    _save_split(state.optimizer.state_dict(), tmp, "optimizer")
+    save_split(state.optimizer.state_dict(), tmp, "optimizer")
     (tmp / "scheduler.json").write_text(json.dumps(state.scheduler.state_dict()))
-    _save_split(batches.state_dict(), tmp, "batches")
+    save_split(batches.state_dict(), tmp, "batches")
     record = {
         "format": CHECKPOINT_FORMAT,
         "kind": "sft",
@@ -105,14 +105,14 @@ def save_sft_checkpoint(
         "versions": {"torch": torch.__version__, "maskgrpo": __version__},
     }
     (tmp / STATE_FILE).write_text(json.dumps(record, indent=1))
-    _fsync_tree(tmp)
+    fsync_tree(tmp)
     final, k = root / f"step_{state.step:06d}", 0
     while final.exists():
         k += 1
         final = root / f"step_{state.step:06d}_r{k}"
     tmp.rename(final)
-    _fsync_path(root)
-    _write_latest(root, final.name)
+    fsync_path(root)
+    write_latest(root, final.name)
     log.info("saved SFT checkpoint %s (%d steps)", final, state.step)
     return final
 
@@ -151,9 +151,9 @@ def load_sft_checkpoint(
             )
     else:
         model.load_state_dict(weights)
-    state.optimizer.load_state_dict(_load_split(folder, "optimizer", device))
+    state.optimizer.load_state_dict(load_split(folder, "optimizer", device))
     state.scheduler.load_state_dict(json.loads((folder / "scheduler.json").read_text()))
-    batches.load_state_dict(_load_split(folder, "batches"))
+    batches.load_state_dict(load_split(folder, "batches"))
     state.step = int(record["step"])
     state.losses = [float(x) for x in record["losses"]]
     log.info("resumed SFT from %s after %d steps", folder, state.step)
@@ -202,5 +202,7 @@ def resumable_sft(
         saved = save_sft_checkpoint(
             out / "checkpoints", state, batches, write_model=write_model, config=config
         )
-        raise TrainingInterrupted(saved, out, stop.signum, (state.step, 0), command="sft")
+        raise TrainingInterrupted(
+            saved, out, signum=stop.signum, position=(state.step, 0), command="sft"
+        )
     return losses

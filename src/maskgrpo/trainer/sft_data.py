@@ -113,7 +113,7 @@ class SFTBatches:
 
 
 def sft_batches(
-    cfg: SFTConfig, data: TrainingData, policy: Policy, gen_length: int, device: torch.device
+    cfg: SFTConfig, data: TrainingData, policy: Policy, *, gen_length: int, device: torch.device
 ) -> SFTBatches:
     """Encode the rows whose completion fits ``gen_length - 1`` tokens plus EOS."""
     column = data.completion_column

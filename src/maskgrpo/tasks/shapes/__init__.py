@@ -5,7 +5,6 @@ CLIP scoring is :mod:`maskgrpo.rewards.clip` (imports ``transformers`` on use).
 """
 
 from .quantizer import PatchQuantizer, fit_quantizer
-from .words import WordTokenizer
 from .world import (
     DEFAULT_TAG_MIX,
     PALETTE,
@@ -25,7 +24,6 @@ __all__ = [
     "TAGS",
     "PatchQuantizer",
     "SpecSplit",
-    "WordTokenizer",
     "WorldConfig",
     "all_specs",
     "fit_quantizer",
