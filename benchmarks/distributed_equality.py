@@ -46,7 +46,9 @@ def main() -> None:
         step1 = t.max_diff(
             t.weights(root / "one", "step_000001"), t.weights(root / "one", "step_000002")
         )
-        print(f"num_iterations={args.num_iterations}; largest weight change in one step (one process): {step1:.2e}")
+        print(
+            f"num_iterations={args.num_iterations}; largest weight change in one step (one process): {step1:.2e}"
+        )
         print("launch | rollouts equal | max rel diff loss / kl / grad_norm | max weight diff")
         for name in args.launches.split(","):
             if name.startswith("zero") and not t.HAS_DEEPSPEED:

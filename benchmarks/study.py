@@ -2,7 +2,11 @@
 
 Usage: python benchmarks/study.py PART [--quick] [--seeds 0 1 2] [--out runs/study]
 
-PART is one of ablation, truncation, kl, emerge_vs_maskgit, fidelity, speed, report. Every run
+PART is one of ablation, truncation, kl, emerge_vs_maskgit, fidelity, speed, length, report.
+``length`` (see ``study_length.py``) runs the estimators at answer lengths 4, 8 and 16; its
+``--lengths`` runs a subset (each length's runs are its own), ``--jobs 2`` runs two
+``(length, seed)`` pairs side by side, and ``--collect`` writes the section from the runs that
+finished (it names the missing ones). Every run
 writes its own JSON under ``--out`` (``--out/quick`` with ``--quick``) and is reused if it exists;
 each part also writes ``sections/<part>.json``, from which ``docs/results.md`` is rebuilt (a full
 result replaces a smoke one). Plots go to ``docs/results/``.
@@ -24,6 +28,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import study_length  # noqa: E402
+import study_length_report  # noqa: E402
 import study_report  # noqa: E402
 from study_fidelity import FidelityConfig, run_fidelity  # noqa: E402
 from study_speed import run_speed  # noqa: E402
@@ -38,7 +44,7 @@ from study_train import (  # noqa: E402
 )
 
 ROOT = Path(__file__).resolve().parent.parent
-PARTS = ("ablation", "truncation", "kl", "emerge_vs_maskgit", "fidelity", "speed")
+PARTS = ("ablation", "truncation", "kl", "emerge_vs_maskgit", "fidelity", "speed", "length")
 log = logging.getLogger("study")
 
 
@@ -115,6 +121,14 @@ def part_speed(args: argparse.Namespace, out: Path) -> dict[str, Any]:
     return study_report.speed_section(_cached(path, lambda: run_speed(args.quick, args.seeds[0])))
 
 
+def part_length(args: argparse.Namespace, out: Path) -> dict[str, Any]:
+    lengths = tuple(args.lengths or study_length.LENGTHS)
+    if args.jobs > 1 and not args.collect:
+        study_length.run_parallel(args.seeds, out, args.quick, lengths, args.jobs)
+    runs = study_length.study(args.seeds, out, args.quick, lengths, run=not args.collect)
+    return study_length_report.length_section(runs, args.plot_dir, args.tag, args.seeds)
+
+
 HANDLERS = {
     "ablation": part_ablation,
     "truncation": part_truncation,
@@ -122,6 +136,7 @@ HANDLERS = {
     "emerge_vs_maskgit": part_emerge,
     "fidelity": part_fidelity,
     "speed": part_speed,
+    "length": part_length,
 }
 
 
@@ -136,6 +151,25 @@ def main(argv: list[str] | None = None) -> None:
         nargs="+",
         default=None,
         help="seeds of the image runs (default: --seeds); image runs cost 3-5 minutes each",
+    )
+    parser.add_argument(
+        "--lengths",
+        type=int,
+        nargs="+",
+        choices=study_length.LENGTHS,
+        default=None,
+        help="length part: answer lengths to run (default: all); the section needs all of them",
+    )
+    parser.add_argument(
+        "--jobs",
+        type=int,
+        default=1,
+        help="length part: (length, seed) pairs run side by side, each in its own process",
+    )
+    parser.add_argument(
+        "--collect",
+        action="store_true",
+        help="length part: write the section from the runs that finished, run nothing",
     )
     parser.add_argument("--out", default="runs/study", help="folder of the runs' JSON results")
     parser.add_argument("--docs", default=str(ROOT / "docs"), help="where results.md is written")
@@ -157,9 +191,20 @@ def main(argv: list[str] | None = None) -> None:
     args.plot_dir = docs / "results"
     args.plot_dir.mkdir(parents=True, exist_ok=True)
     args.tag = "smoke" if args.quick else "full"
+    given = list(argv if argv is not None else sys.argv[1:])
     command = "python benchmarks/study.py " + shlex.join(
-        [a for a in (argv if argv is not None else sys.argv[1:]) if not a.startswith("--docs")]
+        [
+            a
+            for i, a in enumerate(given)
+            if not (a.startswith("--docs") or given[i - 1 : i] == ["--docs"])
+        ]
     )
+    if args.jobs < 1:
+        parser.error(f"--jobs {args.jobs}: give 1 or more processes")
+    if args.part == "length" and set(args.lengths or ()) not in (set(), set(study_length.LENGTHS)):
+        study_length.study(args.seeds, out, args.quick, tuple(args.lengths))
+        print("runs done; `python benchmarks/study.py length` (all lengths) writes the section")
+        return
     if args.part != "report":
         section = HANDLERS[args.part](args, out)
         section.update(

@@ -98,8 +98,50 @@ def test_running_sums_rewards_hand_worked(sums) -> None:
 def test_unknown_task_and_bad_size_are_clear() -> None:
     with pytest.raises(ValueError, match="nope"):
         make_task("nope")
-    with pytest.raises(ValueError, match="n_digits=9"):
-        make_task("running_sums", n_digits=9)
+    for bad in (1, 65):
+        with pytest.raises(ValueError, match=f"n_digits={bad}"):
+            make_task("running_sums", n_digits=bad)
+    with pytest.raises(ValueError, match="train_rows=0"):
+        make_task("running_sums", n_digits=8, train_rows=0)
+    with pytest.raises(ValueError, match="half the 7-digit prompts"):
+        make_task("running_sums", n_digits=7, heldout=10, train_rows=5_000_000)
+
+
+@pytest.mark.parametrize("n_digits", [8, 16])
+def test_long_running_sums_sample_distinct_disjoint_prompts(n_digits: int) -> None:
+    """Past 6 digits prompts are drawn, not enumerated: distinct, disjoint, fixed by the seed."""
+    task = make_task("running_sums", n_digits=n_digits, heldout=300, train_rows=2000)
+    train = [r["prompt"] for r in task.train]
+    held = [r["prompt"] for r in task.heldout]
+    assert len(train) == 2000 == len(set(train)) and len(held) == 300 == len(set(held))
+    assert not set(train) & set(held)
+    for r in task.train[:200] + task.heldout[:200]:
+        digits = r["prompt"][:-1]
+        assert len(digits) == n_digits and digits.isdigit() and r["prompt"].endswith("=")
+        assert r["answer"] == running_sum(digits)
+    assert task.max_prompt_chars == n_digits + 1 and task.answer_chars == n_digits
+    # every digit value appears at every position (a uniform draw, not a fixed pattern)
+    assert all({p[k] for p in train} == set("0123456789") for k in range(n_digits))
+    again = make_task("running_sums", n_digits=n_digits, heldout=300, train_rows=2000)
+    assert [r["prompt"] for r in again.heldout] == held and [
+        r["prompt"] for r in again.train
+    ] == train
+    other = make_task("running_sums", n_digits=n_digits, heldout=300, train_rows=2000, seed=1)
+    assert set(r["prompt"] for r in other.heldout) != set(held)
+    # more training rows extend the same draw: the held-out prompts stay the same
+    more = make_task("running_sums", n_digits=n_digits, heldout=300, train_rows=3000)
+    assert [r["prompt"] for r in more.heldout] == held and [
+        r["prompt"] for r in more.train[:2000]
+    ] == train
+
+
+def test_sampled_running_sums_hand_checked() -> None:
+    task = make_task("running_sums", n_digits=8, heldout=5, train_rows=5)
+    row = {"prompt": "31415926=", "answer": running_sum("31415926")}
+    assert row["answer"] == "34894351"  # 3, 4, 8, 9, 14, 23, 25, 31 mod 10
+    assert _reward(task, "prefix_credit", ["34894351", "34804351", "3489435"], [row] * 3) == (
+        pytest.approx([1.0, 3 / 8, 7 / 8])
+    )
 
 
 # ----------------------------------------------------------------------------- sudoku

@@ -3,18 +3,27 @@
 Prompt ``"3142="``; answer ``"3480"`` (prefix sums 3, 4, 8, 10 mod 10). Answer digit ``k``
 depends on digit ``k`` of the prompt and on answer digit ``k - 1``, so a model must get the
 early tokens right before the late ones: the setting where MaskGRPO's fading-out masking
-(later tokens masked more) should help. Every prompt of ``n_digits`` digits is enumerated once,
-then split into train and held-out sets with a seed.
+(later tokens masked more) should help.
+
+Up to ``ENUMERATED_DIGITS`` digits, every prompt is enumerated once, then split into train and
+held-out sets with a seed. Longer prompts cannot be enumerated: ``heldout + train_rows`` distinct
+prompts are drawn with a private ``random.Random`` seeded from ``(n_digits, seed)``, the first
+``heldout`` of them held out, so the two sets are disjoint and fixed by the seed.
 """
 
 from __future__ import annotations
 
 import itertools
+import random
 from typing import Any
 
+from ..rng import derive_seed
 from .base import SyntheticTask, split_rows
 
-__all__ = ["make_running_sums", "running_sum"]
+__all__ = ["ENUMERATED_DIGITS", "MAX_DIGITS", "make_running_sums", "running_sum"]
+
+ENUMERATED_DIGITS = 6  # 10**6 prompts; beyond, prompts are sampled
+MAX_DIGITS = 64
 
 
 def running_sum(digits: str) -> str:
@@ -47,14 +56,25 @@ def _prefix_credit(
     return out
 
 
-def make_running_sums(n_digits: int = 4, heldout: int = 1000, seed: int = 0) -> SyntheticTask:
-    if not 2 <= n_digits <= 6:
-        raise ValueError(f"n_digits={n_digits} must be in [2, 6] for running sums")
-    rows = [
-        {"prompt": "".join(d) + "=", "answer": running_sum("".join(d))}
-        for d in itertools.product("0123456789", repeat=n_digits)
-    ]
-    train, held = split_rows(rows, min(heldout, len(rows) // 2), seed)
+def make_running_sums(
+    n_digits: int = 4, heldout: int = 1000, seed: int = 0, train_rows: int = 50_000
+) -> SyntheticTask:
+    """Running sums over ``n_digits`` digits; ``train_rows`` only counts for sampled prompts
+    (``n_digits > ENUMERATED_DIGITS``)."""
+    if not 2 <= n_digits <= MAX_DIGITS:
+        raise ValueError(f"n_digits={n_digits} must be in [2, {MAX_DIGITS}] for running sums")
+    if n_digits <= ENUMERATED_DIGITS:
+        rows = [_row("".join(d)) for d in itertools.product("0123456789", repeat=n_digits)]
+        train, held = split_rows(rows, min(heldout, len(rows) // 2), seed)
+    else:
+        if heldout < 1 or train_rows < 1 or heldout + train_rows > 10**n_digits // 2:
+            raise ValueError(
+                f"heldout={heldout} and train_rows={train_rows} must both be >= 1 and sum to at "
+                f"most half the {n_digits}-digit prompts for sampled running sums"
+            )
+        prompts = _distinct_digits(n_digits, heldout + train_rows, seed)
+        held = [_row(d) for d in prompts[:heldout]]
+        train = [_row(d) for d in prompts[heldout:]]
     _exact.__name__ = "exact_match"
     _prefix_credit.__name__ = "prefix_credit"
     return SyntheticTask(
@@ -69,3 +89,20 @@ def make_running_sums(n_digits: int = 4, heldout: int = 1000, seed: int = 0) -> 
         answer_chars=n_digits,
         description=f"prefix sums mod 10 of {n_digits} digits",
     )
+
+
+def _row(digits: str) -> dict[str, Any]:
+    return {"prompt": digits + "=", "answer": running_sum(digits)}
+
+
+def _distinct_digits(n_digits: int, count: int, seed: int) -> list[str]:
+    """``count`` distinct uniform digit strings, in draw order (a private generator)."""
+    rng = random.Random(derive_seed("running_sums", n_digits, seed))
+    seen: set[str] = set()
+    out: list[str] = []
+    while len(out) < count:
+        digits = "".join(rng.choices("0123456789", k=n_digits))
+        if digits not in seen:
+            seen.add(digits)
+            out.append(digits)
+    return out
