@@ -219,7 +219,9 @@ def main(argv: list[str] | None = None) -> None:
         sections.mkdir(parents=True, exist_ok=True)
         (sections / name).write_text(json.dumps(section, indent=2, default=_plain))
         print(section.get("markdown", ""))
-    path = study_report.write_results(Path(args.out) / "sections", docs / "results.md", PARTS)
+    path = study_report.write_results(
+        Path(args.out) / "sections", docs / "results.md", (*PARTS, *study_report.EXTERNAL)
+    )
     print(f"wrote {path}")
 
 

@@ -15,6 +15,8 @@ FULL_COMMANDS = {
     "fidelity": "python benchmarks/study.py fidelity --seeds 0",
     "speed": "python benchmarks/study.py speed --seeds 0",
     "length": "python benchmarks/study.py length --seeds 0 1 2 --jobs 2",
+    "rollout_speed": "python benchmarks/rollout_speed.py --part both --repeats 3",
+    "fast_rl": "maskgrpo demo --seed S, and with --kv-cache dual --parallel-threshold 0.9",
 }
 TITLES = {
     "ablation": "1. Estimator ablation (running sums, text)",
@@ -24,7 +26,11 @@ TITLES = {
     "fidelity": "5. Estimator fidelity against the exact sampler likelihood",
     "speed": "6. Speed: batched sampler vs per-row reference; one step's time split",
     "length": "7. Does fading-out pay off as completions get longer? (running sums, 4-16 tokens)",
+    "rollout_speed": "8. Rollout speed: block-local sampling, KV cache, parallel decoding",
+    "fast_rl": "9. RL with fast rollouts: the demo on three seeds",
 }
+# Sections written by hand from other commands' runs: the writer keeps their text as it is.
+EXTERNAL = ("rollout_speed", "fast_rl")
 
 
 INTRO = """# Results
