@@ -144,3 +144,22 @@ def test_quick_parts_write_their_json(part: str, tmp_path: Path) -> None:
     else:
         assert list((out / "quick" / part).glob("*.json"))
     assert "SMOKE RUN" in (docs / "results.md").read_text()
+
+
+def test_results_writer_keeps_hand_written_sections(tmp_path: Path) -> None:
+    """Sections measured by other commands (rollout speed, RL with fast rollouts) have no
+    section file: regenerating results.md keeps their text, and names the command when absent."""
+    import study_report
+
+    speed, rl = (study_report.TITLES[k] for k in study_report.EXTERNAL)
+    target = tmp_path / "results.md"
+    target.write_text(f"# Results\n\n## {speed}\n\nmeasured 17.6x\n\n## {rl}\n\nthree seeds\n")
+    sections = tmp_path / "sections"
+    sections.mkdir()
+    study_report.write_results(sections, target, ("speed", *study_report.EXTERNAL))
+    text = target.read_text()
+    assert f"## {speed}\n\nmeasured 17.6x" in text and f"## {rl}\n\nthree seeds" in text
+    assert "Not yet run. Command: `python benchmarks/study.py speed" in text
+    target.write_text("# Results\n")
+    study_report.write_results(sections, target, study_report.EXTERNAL)
+    assert "Not yet run. Command: `python benchmarks/rollout_speed.py" in target.read_text()
