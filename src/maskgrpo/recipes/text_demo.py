@@ -38,6 +38,9 @@ __all__ = ["demo_train_config", "run_demo"]
 
 TINY_DIM, TINY_LAYERS, TINY_HEADS = 96, 3, 4
 SFT_CHECK, SFT_CHECK_FINE = 50, 10  # steps between checks of the SFT stopping rule
+# At 1e-3 (constant) seed 1's training accuracy swung between 1% and 12% for 9000 steps and never
+# reached the target; at 5e-4 seeds 0, 1, 2 reach it after 1000, 1080 and 1890 steps.
+SFT_LR = 5e-4
 FINAL_EVAL_RESERVE = 30.0  # seconds kept for the final evaluation and plots
 
 
@@ -110,7 +113,7 @@ def _sft_to_target(cfg: DemoConfig, say: Callable[[str], None]) -> tuple[Any, Te
         gen_length=gen_length,
         steps=cfg.sft_max_steps,
         batch_size=64,
-        lr=1e-3,
+        lr=SFT_LR,
         seed=derive_seed(cfg.seed, "sft"),
         should_stop=reached_target,
         schedule="constant",
