@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .layers import apply_rotary, rotary_tables, run_span
-from .native_io import NativeConfig, NativeOutput, load_safetensors_folder, padding_from
+from .native_io import NativeConfig, NativeOutput, RMSNorm, build_from_folder, padding_from
 
 __all__ = ["DreamLayers", "NativeDream", "dream_layers"]
 
@@ -112,20 +112,6 @@ class DreamLayers:
 # ------------------------------------------------------------------------- the native model
 
 
-class _RMSNorm(nn.Module):
-    """Dream's (Llama's) RMS norm: normalised in float32, cast back, then scaled."""
-
-    def __init__(self, size: int, eps: float) -> None:
-        super().__init__()
-        self.eps = eps
-        self.weight = nn.Parameter(torch.ones(size))
-
-    def forward(self, x: Tensor) -> Tensor:
-        normed = x.float()
-        normed = normed * torch.rsqrt(normed.pow(2).mean(-1, keepdim=True) + self.eps)
-        return self.weight * normed.to(x.dtype)
-
-
 class _Attention(nn.Module):
     def __init__(self, hidden: int, heads: int, kv_heads: int) -> None:
         super().__init__()
@@ -154,8 +140,8 @@ class _Layer(nn.Module):
         heads = int(cfg["num_attention_heads"])
         self.self_attn = _Attention(hidden, heads, int(cfg.get("num_key_value_heads") or heads))
         self.mlp = _MLP(hidden, int(cfg["intermediate_size"]))
-        self.input_layernorm = _RMSNorm(hidden, eps)
-        self.post_attention_layernorm = _RMSNorm(hidden, eps)
+        self.input_layernorm = RMSNorm(hidden, eps)
+        self.post_attention_layernorm = RMSNorm(hidden, eps)
 
 
 class _Base(nn.Module):
@@ -164,7 +150,7 @@ class _Base(nn.Module):
         hidden = int(cfg["hidden_size"])
         self.embed_tokens = nn.Embedding(int(cfg["vocab_size"]), hidden)
         self.layers = nn.ModuleList(_Layer(cfg) for _ in range(int(cfg["num_hidden_layers"])))
-        self.norm = _RMSNorm(hidden, float(cfg.get("rms_norm_eps", 1e-6)))
+        self.norm = RMSNorm(hidden, float(cfg.get("rms_norm_eps", 1e-6)))
 
 
 class NativeDream(nn.Module):
@@ -232,8 +218,4 @@ class NativeDream(nn.Module):
         device: str | torch.device = "cpu",
     ) -> NativeDream:
         """Load ``config.json`` and the safetensors weights of a Dream checkpoint folder."""
-        config = NativeConfig.from_folder(folder)
-        with torch.device("meta"):
-            model = cls(config)
-        load_safetensors_folder(model, folder, dtype=dtype, device=device)
-        return model.eval()
+        return build_from_folder(cls, folder, dtype=dtype, device=device)

@@ -5,13 +5,15 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 from safetensors.torch import load_file
 from torch import Tensor, nn
 
 from .layers import real_token_positions
+
+M = TypeVar("M", bound=nn.Module)
 
 __all__ = ["NativeConfig", "NativeOutput", "load_safetensors_folder", "padding_from"]
 
@@ -69,6 +71,35 @@ def _weight_files(folder: Path) -> list[Path]:
         f"{folder} has no model.safetensors (or model.safetensors.index.json); native loading "
         "reads safetensors only: convert the weights or load the model with its own code"
     )
+
+
+class RMSNorm(nn.Module):
+    """RMS norm as LLaDA and Dream (Llama) write it: normalised in float32, cast back to the
+    input's dtype, then scaled (and shifted, where LLaDA's config asks for a bias)."""
+
+    def __init__(self, size: int, eps: float, bias: bool = False) -> None:
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(size))
+        self.bias = nn.Parameter(torch.zeros(size)) if bias else None
+
+    def forward(self, x: Tensor) -> Tensor:
+        normed = x.float()
+        normed = (normed * torch.rsqrt(normed.pow(2).mean(-1, keepdim=True) + self.eps)).to(x.dtype)
+        out = self.weight * normed
+        return out if self.bias is None else out + self.bias
+
+
+def build_from_folder(
+    cls: type[M], folder: str | Path, *, dtype: torch.dtype, device: str | torch.device
+) -> M:
+    """``cls(NativeConfig.from_folder(folder))`` built on the meta device, its weights assigned
+    from the folder's safetensors, in eval mode."""
+    config = NativeConfig.from_folder(folder)
+    with torch.device("meta"):
+        model = cls(config)  # type: ignore[call-arg]
+    load_safetensors_folder(model, folder, dtype=dtype, device=device)
+    return model.eval()
 
 
 def load_safetensors_folder(

@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .layers import apply_rotary, rotary_tables, run_span
-from .native_io import NativeConfig, NativeOutput, load_safetensors_folder, padding_from
+from .native_io import NativeConfig, NativeOutput, RMSNorm, build_from_folder, padding_from
 
 __all__ = ["LLaDALayers", "NativeLLaDA", "llada_layers"]
 
@@ -182,28 +182,12 @@ def _shape(cfg: NativeConfig) -> _Shape:
     )
 
 
-class _RMSNorm(nn.Module):
-    """LLaDA's RMS norm: normalised in float32, cast back, then scaled (and shifted)."""
-
-    def __init__(self, size: int, eps: float, bias: bool) -> None:
-        super().__init__()
-        self.eps = eps
-        self.weight = nn.Parameter(torch.ones(size))
-        self.bias = nn.Parameter(torch.zeros(size)) if bias else None
-
-    def forward(self, x: Tensor) -> Tensor:
-        normed = x.float()
-        normed = (normed * torch.rsqrt(normed.pow(2).mean(-1, keepdim=True) + self.eps)).to(x.dtype)
-        out = self.weight * normed
-        return out if self.bias is None else out + self.bias
-
-
 class _Block(nn.Module):
     def __init__(self, s: _Shape) -> None:
         super().__init__()
         head_dim = s.d_model // s.n_heads
-        self.attn_norm = _RMSNorm(s.d_model, s.eps, s.norm_bias)
-        self.ff_norm = _RMSNorm(s.d_model, s.eps, s.norm_bias)
+        self.attn_norm = RMSNorm(s.d_model, s.eps, s.norm_bias)
+        self.ff_norm = RMSNorm(s.d_model, s.eps, s.norm_bias)
         self.q_proj = nn.Linear(s.d_model, s.d_model, bias=s.qkv_bias)
         self.k_proj = nn.Linear(s.d_model, s.n_kv_heads * head_dim, bias=s.qkv_bias)
         self.v_proj = nn.Linear(s.d_model, s.n_kv_heads * head_dim, bias=s.qkv_bias)
@@ -223,7 +207,7 @@ class _Core(nn.Module):
         parts: dict[str, nn.Module] = {
             "wte": nn.Embedding(s.vocab, s.d_model),
             "emb_drop": nn.Identity(),
-            "ln_f": _RMSNorm(s.d_model, s.eps, s.norm_bias),
+            "ln_f": RMSNorm(s.d_model, s.eps, s.norm_bias),
             "blocks": nn.ModuleList(_Block(s) for _ in range(s.n_layers)),
         }
         if not cfg.get("weight_tying", False):
@@ -297,8 +281,4 @@ class NativeLLaDA(nn.Module):
         device: str | torch.device = "cpu",
     ) -> NativeLLaDA:
         """Load ``config.json`` and the safetensors weights of a LLaDA/MMaDA checkpoint folder."""
-        config = NativeConfig.from_folder(folder)
-        with torch.device("meta"):
-            model = cls(config)
-        load_safetensors_folder(model, folder, dtype=dtype, device=device)
-        return model.eval()
+        return build_from_folder(cls, folder, dtype=dtype, device=device)
