@@ -157,17 +157,7 @@ def benchmark_rewards(cfg: EvalConfig) -> RewardSet:
 def sampler_settings_for(cfg: EvalConfig) -> SamplerSettings:
     """``max_completion_length`` 0 = the paper's 256; ``diffusion_steps``, ``block_length`` 0 =
     that length."""
-    gen_length = cfg.max_completion_length or PAPER_GEN_LENGTH
-    return SamplerSettings(
-        gen_length=gen_length,
-        steps=cfg.diffusion_steps or gen_length,
-        block_length=cfg.block_length or gen_length,
-        temperature=cfg.temperature,
-        remasking=cfg.remasking,
-        kv_cache=cfg.kv_cache,
-        kv_cache_refresh=cfg.kv_cache_refresh,
-        parallel_threshold=cfg.parallel_threshold,
-    )
+    return SamplerSettings.from_config(cfg, PAPER_GEN_LENGTH)
 
 
 def _default_source(cfg: EvalConfig) -> str:

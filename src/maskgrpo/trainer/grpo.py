@@ -126,17 +126,8 @@ class TrainingAborted(RuntimeError):
 def sampler_settings(
     cfg: MaskGRPOConfig, answer_tokens: int, *, greedy: bool = False
 ) -> SamplerSettings:
-    gen_length = cfg.max_completion_length or answer_tokens + 1
-    return SamplerSettings(
-        gen_length=gen_length,
-        steps=cfg.diffusion_steps or gen_length,
-        block_length=cfg.block_length or gen_length,
-        temperature=0.0 if greedy else cfg.temperature,
-        remasking=cfg.remasking,
-        kv_cache=cfg.kv_cache,
-        kv_cache_refresh=cfg.kv_cache_refresh,
-        parallel_threshold=cfg.parallel_threshold,
-    )
+    """The config's sampler; by default the answer and its EOS."""
+    return SamplerSettings.from_config(cfg, answer_tokens + 1, greedy=greedy)
 
 
 def prompt_batch(

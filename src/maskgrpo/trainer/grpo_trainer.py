@@ -241,18 +241,7 @@ class MaskGRPOTrainer:
         return folder
 
     def _sampler_settings(self) -> SamplerSettings:
-        a = self.args
-        gen_length = a.max_completion_length or DEFAULT_COMPLETION_LENGTH
-        return SamplerSettings(
-            gen_length=gen_length,
-            steps=a.diffusion_steps or gen_length,
-            block_length=a.block_length or gen_length,
-            temperature=a.temperature,
-            remasking=a.remasking,
-            kv_cache=a.kv_cache,
-            kv_cache_refresh=a.kv_cache_refresh,
-            parallel_threshold=a.parallel_threshold,
-        )
+        return SamplerSettings.from_config(self.args, DEFAULT_COMPLETION_LENGTH)
 
 
 def _process_device(name: str) -> str:
