@@ -221,6 +221,17 @@ class ModelConfig(LoadConfig):
     dim: int = _f(128, "Tiny model: width.")
     n_layers: int = _f(4, "Tiny model: transformer blocks.")
     n_heads: int = _f(4, "Tiny model: attention heads.")
+    positions: str = _f(
+        "learned",
+        "Tiny model: 'learned' absolute position embeddings or 'rotary' (RoPE: attention sees "
+        "relative offsets, so a rule learned at one position holds at every position).",
+    )
+
+    def validate_model(self) -> None:
+        from .models.tiny import POSITIONS
+
+        super().validate_model()
+        check_choice(self, "positions", POSITIONS)
 
 
 @dataclass

@@ -68,6 +68,7 @@ def load_policy(
     dim: int = 128,
     n_layers: int = 4,
     n_heads: int = 4,
+    positions: str = "learned",
     device: torch.device | None = None,
     init_generator: torch.Generator | None = None,
 ) -> Policy:
@@ -81,6 +82,7 @@ def load_policy(
             n_layers=n_layers,
             n_heads=n_heads,
             max_length=max_length,
+            positions=positions,
         )
         net = build_tiny(cfg, init_generator)
     else:

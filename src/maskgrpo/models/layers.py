@@ -236,7 +236,7 @@ class BlockCache:
 class TinyLayers:
     """:class:`Layers` of the built-in :class:`~maskgrpo.models.tiny.TinyDiffusionLM`.
 
-    Learned absolute positions ``0..L-1`` (its padding stays in place: ``real_positions`` off),
+    Positions ``0..L-1`` (its padding stays in place: ``real_positions`` off), learned or rotary,
     pre-norm blocks with a fused ``qkv`` projection, GELU MLP.
     """
 
@@ -254,7 +254,8 @@ class TinyLayers:
                 f"position {int(positions.max())} exceeds the model's max_length "
                 f"{self.model.config.max_length}; shorten the prompt/generation"
             )
-        return self.model.tok(ids) + self.model.pos(positions)
+        x = self.model.tok(ids)
+        return x if self.model.pos is None else x + self.model.pos(positions)
 
     def attention_inputs(
         self, i: int, x: Tensor, positions: Tensor
@@ -262,7 +263,8 @@ class TinyLayers:
         block = self.blocks[i]
         b, n, _ = x.shape
         qkv = block.qkv(block.norm1(x)).view(b, n, 3, self.heads, -1).permute(2, 0, 3, 1, 4)
-        return qkv[0], qkv[1], qkv[2]
+        q, k = block.rotate(qkv[0], qkv[1], positions)
+        return q, k, qkv[2]
 
     def finish(self, i: int, x: Tensor, attended: Tensor) -> Tensor:
         block = self.blocks[i]

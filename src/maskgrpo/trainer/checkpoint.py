@@ -88,6 +88,7 @@ FIXED_FIELDS = (
     "dim",
     "n_layers",
     "n_heads",
+    "positions",
     "max_completion_length",
     "num_generations",
     "num_iterations",

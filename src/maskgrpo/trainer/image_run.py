@@ -238,7 +238,7 @@ def build_image_model(cfg: ImageConfigLike, data: ImageData) -> tuple[nn.Module,
     )  # fmt: skip
     model_cfg = TinyConfig(
         vocab_size=spec.vocab_size, dim=cfg.dim, n_layers=cfg.n_layers, n_heads=cfg.n_heads,
-        max_length=modality.prompt_width + num_tokens,
+        max_length=modality.prompt_width + num_tokens, positions=cfg.positions,
     )  # fmt: skip
     return build_tiny(model_cfg, derive_generator(cfg.seed, "init")), modality
 

@@ -147,6 +147,7 @@ def new_tiny(
     n_layers: int,
     n_heads: int,
     seed: int,
+    positions: str = "learned",
     device: torch.device,
 ) -> Policy:
     """A new built-in tiny model over the data's characters, long enough for its prompts.
@@ -155,13 +156,14 @@ def new_tiny(
     """
     prefix = f"{system_prompt}\n\n" if system_prompt else ""
     width = max(len(prefix + str(r["prompt"])) for r in data.train + data.eval)
-    positions = width + gen_length
+    length = width + gen_length
     if data.answer_tokens is None:
-        positions = max(positions, TINY_MIN_POSITIONS)
+        length = max(length, TINY_MIN_POSITIONS)
     alphabet = data.alphabet + "".join(sorted(set(prefix) - set(data.alphabet)))
     return load_policy(
-        "tiny", alphabet=alphabet, max_length=positions, dim=dim, n_layers=n_layers,
-        n_heads=n_heads, device=device, init_generator=derive_generator(seed, "init"),
+        "tiny", alphabet=alphabet, max_length=length, dim=dim, n_layers=n_layers,
+        n_heads=n_heads, positions=positions, device=device,
+        init_generator=derive_generator(seed, "init"),
     )  # fmt: skip
 
 

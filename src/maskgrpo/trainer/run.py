@@ -97,6 +97,7 @@ def setup(
         dim=cfg.dim,
         n_layers=cfg.n_layers,
         n_heads=cfg.n_heads,
+        positions=cfg.positions,
         device=device,
         init_generator=derive_generator(seed, "init"),
     )
@@ -266,8 +267,8 @@ def new_tiny_policy(cfg: TrainConfig, data: TrainingData) -> Policy:
     """A new tiny model for ``cfg``'s dataset (see :func:`.model_setup.new_tiny`)."""
     return new_tiny(
         data, system_prompt=cfg.system_prompt, gen_length=cfg.max_completion_length,
-        dim=cfg.dim, n_layers=cfg.n_layers, n_heads=cfg.n_heads, seed=cfg.seed,
-        device=torch.device("cpu"),
+        dim=cfg.dim, n_layers=cfg.n_layers, n_heads=cfg.n_heads, positions=cfg.positions,
+        seed=cfg.seed, device=torch.device("cpu"),
     )  # fmt: skip
 
 

@@ -63,6 +63,7 @@ SFT_FIXED_FIELDS = (
     "dim",
     "n_layers",
     "n_heads",
+    "positions",
     "seed",
     "per_device_train_batch_size",
     "max_completion_length",

@@ -38,7 +38,8 @@ def load_sft_policy(
     if cfg.model == "tiny":
         policy = new_tiny(
             data, system_prompt=cfg.system_prompt or data.system_prompt, gen_length=gen_length,
-            dim=cfg.dim, n_layers=cfg.n_layers, n_heads=cfg.n_heads, seed=cfg.seed, device=device,
+            dim=cfg.dim, n_layers=cfg.n_layers, n_heads=cfg.n_heads, positions=cfg.positions,
+            seed=cfg.seed, device=device,
         )  # fmt: skip
         return policy, device
     if is_tiny_model(cfg.model):
