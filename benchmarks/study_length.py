@@ -98,14 +98,14 @@ class LengthBudget:
         return f"s{self.steps}x{self.prompts_per_step}"
 
 
-# The same rollout budget at every length, 64 steps x 32 prompts x 8 rollouts (the demo's batch;
-# 16,384 rollouts a run), and one SFT base per length (seed BASE_SEED) shared by the three seeds'
-# runs: sized so the whole study (36 runs, 3 bases) fits about 2 CPU-hours, two runs at a time on
+# The same rollout budget at every length, 80 steps x 32 prompts x 8 rollouts (the demo's batch;
+# 20,480 rollouts a run), and one SFT base per length (seed BASE_SEED) shared by the three seeds'
+# runs: sized so the whole study (36 runs, 3 bases) fits about 3 CPU-hours, two runs at a time on
 # a 2-core machine (about 1.2, 2.3 and 4.9 CPU seconds per step at lengths 4, 8 and 16, one torch
 # thread; coupled about 1.5x). SFT stops at 20% greedy exact match on training prompts or at the
 # cap, whichever comes first; the section reports the base accuracy each length started from.
 BUDGETS: dict[int, LengthBudget] = {
-    n: LengthBudget(steps=64, prompts_per_step=32, eval_prompts=500, sft_max_steps=6000,
+    n: LengthBudget(steps=80, prompts_per_step=32, eval_prompts=500, sft_max_steps=6000,
                     sft_target=0.2)
     for n in LENGTHS
 }  # fmt: skip
