@@ -48,6 +48,7 @@ def build_tiny_model(
     dropout: float = 0.0,
     std: float = 0.02,
     head_std: float | None = None,
+    positions: str = "learned",
 ) -> TinyDiffusionLM:
     """A tiny model in eval mode whose weights come from an explicit generator (reproducible).
 
@@ -60,6 +61,7 @@ def build_tiny_model(
         n_heads=n_heads,
         max_length=max_length,
         dropout=dropout,
+        positions=positions,
     )
     model = TinyDiffusionLM(cfg)
     gen = torch.Generator().manual_seed(seed)

@@ -28,12 +28,13 @@ def _sequence(prompts: Tensor, gen_length: int = 12) -> Tensor:
 KW = dict(mask_id=MASK, gen_length=12, steps=6, block_length=4)
 
 
+@pytest.mark.parametrize("positions", ["learned", "rotary"])
 @pytest.mark.parametrize("mode", ["prefix", "dual"])
 @pytest.mark.parametrize("temperature", [0.0, 1.0])
 def test_cache_refreshed_at_every_step_decodes_exactly(
-    make_tiny, mode: str, temperature: float
+    make_tiny, mode: str, temperature: float, positions: str
 ) -> None:
-    model = make_tiny(seed=3, std=0.3, head_std=1.0)
+    model = make_tiny(seed=3, std=0.3, head_std=1.0, positions=positions)
     prompts = _prompts()
 
     def run(**options: object) -> Tensor:
@@ -68,8 +69,9 @@ def test_cached_greedy_decoding_stays_close_to_exact(make_tiny) -> None:
         assert float((cached == exact).float().mean()) > 0.7, mode
 
 
-def test_a_fresh_cache_reproduces_the_full_pass(make_tiny) -> None:
-    model = make_tiny(seed=4, std=0.3)
+@pytest.mark.parametrize("positions", ["learned", "rotary"])
+def test_a_fresh_cache_reproduces_the_full_pass(make_tiny, positions: str) -> None:
+    model = make_tiny(seed=4, std=0.3, positions=positions)
     call = model_call(model)
     x = _sequence(_prompts())
     keep = torch.ones_like(x, dtype=torch.bool)

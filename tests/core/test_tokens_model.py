@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from types import SimpleNamespace
 
 import pytest
@@ -152,3 +153,46 @@ def test_tiny_config_validation() -> None:
         TinyConfig(vocab_size=10, dim=30, n_heads=4)
     with pytest.raises(ValueError, match="vocab_size"):
         TinyConfig(vocab_size=0)
+    with pytest.raises(ValueError, match="positions='absolute' is not one of learned, rotary"):
+        TinyConfig(vocab_size=10, positions="absolute")
+    with pytest.raises(ValueError, match="even head width"):
+        TinyConfig(vocab_size=10, dim=12, n_heads=4, positions="rotary")
+
+
+def test_rotary_attention_scores_depend_on_the_offset_only(make_tiny) -> None:
+    """RoPE: q(i) . k(j) is a function of i - j; learned positions leave q and k as they are."""
+    block = make_tiny(seed=1, positions="rotary").blocks[0]
+    gen = torch.Generator().manual_seed(0)
+    q, k = torch.randn(2, 1, 2, 1, 16, generator=gen)  # one vector each, (B, H, N, D)
+    q, k = q.expand(1, 2, 6, 16), k.expand(1, 2, 6, 16)  # the same vector at every position
+
+    def scores(start: int) -> torch.Tensor:
+        rq, rk = block.rotate(q, k, torch.arange(start, start + 6))
+        return rq @ rk.transpose(-1, -2)  # (1, 2, 6, 6)
+
+    here, shifted = scores(0), scores(11)
+    torch.testing.assert_close(shifted, here, rtol=0, atol=1e-5)
+    assert not torch.allclose(here[..., 0, 1], here[..., 0, 3])  # the offset does matter
+    per_row, _ = block.rotate(q, k, torch.arange(6).expand(3, 6))  # (B, N): the cache's form
+    once, _ = block.rotate(q, k, torch.arange(6))
+    assert per_row.shape == (3, 2, 6, 16)
+    torch.testing.assert_close(per_row, once.expand(3, 2, 6, 16), rtol=0, atol=0)
+    learned = make_tiny(seed=1).blocks[0]
+    assert learned.rotate(q, k, torch.arange(6))[0] is q
+
+
+def test_rotary_tiny_model_saves_and_old_folders_load_as_learned(make_tiny, tmp_path) -> None:
+    rotary = make_tiny(seed=3, std=0.2, positions="rotary")
+    assert rotary.pos is None and "pos.weight" not in rotary.state_dict()
+    ids = torch.randint(0, 16, (2, 9), generator=torch.Generator().manual_seed(0))
+    rotary.save_pretrained(tmp_path / "rotary")
+    loaded = TinyDiffusionLM.from_pretrained(tmp_path / "rotary").eval()
+    assert loaded.config.positions == "rotary"
+    with torch.no_grad():
+        assert torch.equal(loaded(ids).logits, rotary(ids).logits)
+    # a folder saved before the option existed has no "positions" in its config
+    make_tiny(seed=3, std=0.2).save_pretrained(tmp_path / "old")
+    config = json.loads((tmp_path / "old" / "config.json").read_text())
+    del config["positions"], config["rope_theta"]
+    (tmp_path / "old" / "config.json").write_text(json.dumps(config))
+    assert TinyDiffusionLM.from_pretrained(tmp_path / "old").config.positions == "learned"
