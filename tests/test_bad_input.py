@@ -17,6 +17,8 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
+from safetensors.torch import load_file
 
 from maskgrpo.cli import main
 
@@ -72,6 +74,47 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 def test_unknown_device(capsys: pytest.CaptureFixture[str]) -> None:
     line = fails(cli("generate", "--device", "gpu0"), capsys)
     assert "device='gpu0'" in line and "cuda:N" in line
+
+
+def test_unknown_tiny_positions(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    line = fails(sft_args(tmp_path / "run", "--positions", "absolute"), capsys)
+    assert "positions='absolute'" in line and "learned" in line and "rotary" in line
+    assert not (tmp_path / "run").exists()
+
+
+def test_rotary_sft_model_trains_and_its_positions_are_fixed_on_resume(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``sft --positions rotary`` saves a rotary model that ``train`` loads and moves; a resume
+    that asks for other positions is refused like any other changed model field."""
+    sft = tmp_path / "sft"
+    assert main(sft_args(sft, "--positions", "rotary")) == 0
+    assert json.loads((sft / "model" / "config.json").read_text())["positions"] == "rotary"
+    before = load_file(str(sft / "model" / "model.safetensors"))
+    assert "pos.weight" not in before
+    train = tmp_path / "train"
+    reward = tmp_path / "reward.py"  # varies over a barely trained model's completions
+    reward.write_text(
+        "def low_first(prompts, completions, **_):\n"
+        "    return [float(c[:1] in '01234') for c in completions]\n"
+    )
+    assert main(train_args(train, sft / "model", "--reward-funcs", f"{reward}:low_first")) == 0
+    rewards = [json.loads(x)["reward_std"] for x in (train / "metrics.jsonl").read_text().splitlines()]
+    assert max(rewards) > 0  # a non-zero advantage, so the update is not empty
+    final = train / "checkpoints" / "final"
+    assert json.loads((final / "config.json").read_text())["positions"] == "rotary"
+    after = load_file(str(final / "model.safetensors"))
+    assert any(not torch.equal(before[k], after[k]) for k in before)
+    resume = [*train_args(train, sft / "model", "--resume", steps=3), "--reward-funcs",
+              f"{reward}:low_first"]  # fmt: skip
+    line = fails([*resume, "--positions", "rotary"], capsys)
+    assert "positions='rotary' differs from 'learned'" in line
+    # a checkpoint written before the option existed has no "positions": it was "learned"
+    state_file = train / "checkpoints" / "step_000002" / "trainer_state.json"
+    state = json.loads(state_file.read_text())
+    del state["config"]["positions"]
+    state_file.write_text(json.dumps(state))
+    assert main(resume) == 0
 
 
 def test_yaml_syntax_error_names_file_and_line(

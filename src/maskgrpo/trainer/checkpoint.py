@@ -93,6 +93,9 @@ FIXED_FIELDS = (
     "num_generations",
     "num_iterations",
 )
+# Fixed fields added after checkpoints were first written, with the value an older checkpoint
+# (that lacks them) was trained with.
+LATER_FIELDS = {"positions": "learned"}
 C = TypeVar("C", bound=MaskGRPOConfig)
 STALL_ENV = "MASKGRPO_CHECKPOINT_STALL"  # testing hook: "<point>:<flag file>", see _stall
 
@@ -478,6 +481,8 @@ def reconcile_config(cfg: C, saved: dict[str, Any], folder: Path) -> C:
     for name in FIXED_FIELDS:
         if not hasattr(cfg, name):  # the Python API's config names no model or data source
             continue
+        if name in LATER_FIELDS:
+            saved = {name: LATER_FIELDS[name], **saved}
         if name not in saved:
             raise ValueError(
                 f"checkpoint {folder} has no {name!r} in its config: it was written by a "

@@ -29,6 +29,7 @@ from ..lora import is_lora
 from ..version import __version__
 from .checkpoint import (
     CHECKPOINT_FORMAT,
+    LATER_FIELDS,
     STATE_FILE,
     fsync_path,
     fsync_tree,
@@ -130,6 +131,8 @@ def load_sft_checkpoint(
     record = read_trainer_state(folder, kind="sft")
     saved = record["config"]
     for name in SFT_FIXED_FIELDS:
+        if name in LATER_FIELDS:
+            saved = {name: LATER_FIELDS[name], **saved}
         if name not in saved:
             raise ValueError(
                 f"checkpoint {folder} has no {name!r} in its config: it was written by a "
