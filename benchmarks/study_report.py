@@ -456,14 +456,16 @@ def speed_section(res: dict[str, Any]) -> dict[str, Any]:
 
 
 def write_results(sections: Path, target: Path, parts: tuple[str, ...]) -> Path:
-    """Rebuild ``target`` from the sections present; full results win over smoke runs. A part
-    with no section file keeps its text from the current ``target`` (runs made elsewhere)."""
+    """Rebuild ``target`` from the sections present; full results win over smoke runs, also a
+    full result already in ``target`` over a smoke section (a smoke run into another ``--out``
+    leaves the document's results alone). A part with no section file keeps its text from the
+    current ``target`` (runs made elsewhere)."""
     kept = _current_sections(target)
     body = [INTRO]
     for part in parts:
         full, smoke = sections / f"{part}.json", sections / f"{part}_smoke.json"
         src = full if full.is_file() else smoke if smoke.is_file() else None
-        if src is None and TITLES[part] in kept:
+        if src in (None, smoke) and TITLES[part] in kept:
             body.append(kept[TITLES[part]])
             continue
         body.append(f"## {TITLES[part]}\n")

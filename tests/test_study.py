@@ -163,3 +163,31 @@ def test_results_writer_keeps_hand_written_sections(tmp_path: Path) -> None:
     target.write_text("# Results\n")
     study_report.write_results(sections, target, study_report.EXTERNAL)
     assert "Not yet run. Command: `python benchmarks/rollout_speed.py" in target.read_text()
+
+
+def test_smoke_section_does_not_replace_a_full_result_in_the_document(tmp_path: Path) -> None:
+    """A smoke run written into another ``--out`` leaves the document's full result in place;
+    a full section file replaces it, and a smoke one fills a part that has no result yet."""
+    import study_report
+
+    title = study_report.TITLES["length"]
+    target = tmp_path / "results.md"
+    target.write_text(f"# Results\n\n## {title}\n\nthirty-six runs\n")
+    sections = tmp_path / "sections"
+    sections.mkdir()
+
+    def section(name: str, quick: bool, text: str) -> None:
+        record = {"quick": quick, "command": "c", "threads": 1, "markdown": text}
+        (sections / name).write_text(json.dumps(record))
+
+    section("length_smoke.json", True, "two steps")
+    study_report.write_results(sections, target, ("length", "kl"))
+    text = target.read_text()
+    assert "thirty-six runs" in text and "two steps" not in text
+    section("kl_smoke.json", True, "kl smoke")
+    study_report.write_results(sections, target, ("length", "kl"))
+    assert "SMOKE RUN" in target.read_text() and "kl smoke" in target.read_text()
+    section("length.json", False, "new full result")
+    study_report.write_results(sections, target, ("length", "kl"))
+    text = target.read_text()
+    assert "new full result" in text and "thirty-six runs" not in text
