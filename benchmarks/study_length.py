@@ -8,8 +8,8 @@ The model is the demo's tiny model with rotary positions (``positions="rotary"``
 absolute positions it learns the rule one answer position at a time (after 3000 SFT steps at length
 8 and 1500 at 16 only the first two positions were right, held-out exact match 0.000), while with
 rotary positions the rule ``answer[k] = answer[k-1] + digit[k]`` sits at the same offsets for every
-k and is learned for all positions at once (length 16: 0.17 training-prompt exact match after
-about 2250 steps).
+k and is learned for all positions at once (the target was reached after 1210, 3460 and 2720 SFT
+steps at lengths 4, 8 and 16).
 
 Per length, one SFT base (the demo's recipe, SFT seed ``BASE_SEED``: SFT until greedy
 accuracy on ``PROBE_ROWS`` *training* prompts reaches the length's target, checked every 50
@@ -109,8 +109,8 @@ class LengthBudget:
 # The same rollout budget at every length, 80 steps x 32 prompts x 8 rollouts (the demo's batch;
 # 20,480 rollouts a run), and one SFT base per length (seed BASE_SEED) shared by the three seeds'
 # runs: sized so the whole study (36 runs, 3 bases) fits about 3 CPU-hours, two runs at a time on
-# a 2-core machine (about 1.2, 2.3 and 4.9 CPU seconds per step at lengths 4, 8 and 16, one torch
-# thread; coupled about 1.5x). SFT stops at 20% greedy exact match on training prompts or at the
+# a 2-core machine (measured: about 1, 2 and 4.8 CPU seconds per step at lengths 4, 8 and 16, one
+# torch thread; coupled 1.6-2x). SFT stops at 20% greedy exact match on training prompts or at the
 # cap, whichever comes first; the section reports the base accuracy each length started from.
 BUDGETS: dict[int, LengthBudget] = {
     n: LengthBudget(steps=80, prompts_per_step=32, eval_prompts=500, sft_max_steps=6000,

@@ -44,8 +44,9 @@ the paper's ordering (d1 < random < fading-out < fading-out with truncation; eme
 after RL) holds on these toy tasks: in short, random and fading-out clearly beat d1, fading-out
 with truncation beats random only on the mean, truncation did not help the text task, and
 emerge beat MaskGIT after RL at the large codebook but tied with it at the small one. The
-length study (section 7) found no sign that fading-out pays off more on longer answers, at a
-budget too small to test it past 4 digits.
+length study (section 7) found fading-out ahead of random by about 3 points of exact match at 8
+and 16 digits (same sign in every seed, significant in one) and by under 1 at 4, with its gain
+on the later answer positions; the gap did not grow from 8 to 16 digits.
 """
 NOTES: dict[str, str] = {
     "ablation": """Reading. Every estimator starts from the same SFT base per seed and gets the same
@@ -82,46 +83,48 @@ holds here where the codebook is large, which is the regime of real image tokeni
 not established for a small codebook at this budget.
 """,
     "length": """Reading. The hypothesis (fading-out masking beats random re-masking by more as answers
-get longer) was **not supported at this scale, and at 8 and 16 digits it could not be tested**.
-The scale is very small next to the paper's: a 0.35M-parameter model (3 layers, width 96)
-against LLaDA-8B, answers of 4, 8 and 16 tokens against 256-token completions (the fading ramp
-spans 5, 9 and 17 positions, not 256), and 50 steps x 64 rollouts per run (3,200 rollouts; the
-estimator ablation above used 300 x 256 = 76,800), with one SFT base per length shared by the
-three seeds. That is what fitted 1.5 CPU-hours on a shared 2-core machine.
+get longer) **held in direction, not in significance, and the gap stopped growing past 8 digits**.
 
-1. The bases did not start alike. SFT reached the stopping rule (20% exact match on training
-   prompts) at 4 digits (held-out 0.210) but not within its cap at 8 digits (3,000 steps) or
-   16 (1,500 steps): those bases score 0.000 exact match; the 8-digit base gets the first two
-   answer positions right and the 16-digit base only the first (a copy of the first prompt
-   digit), every later position at chance (about 0.1). This model learns the answer positions
-   one at a time (it has learned absolute positions), so a 15-35% base at 8 or 16 digits needs
-   far more SFT than this budget held.
-2. At 4 digits, 3,200 rollouts improved no estimator on its base: all four ended below it on
-   the mean (-0.014 to -0.045), and the paired differences change sign from seed to seed
-   (fading at gamma 0.6 beat random in one seed of three, significantly, and lost in the other
-   two). The ablation's gains at this length came with 24 times the rollouts.
-3. At 8 and 16 digits nothing trained: exact match stayed 0.000 in every run, the rollout
-   reward stayed flat, and the per-position changes (a few hundredths either way, no pattern
-   by position or estimator) are the size of the evaluation noise (one position at 10%
-   accuracy on 500 prompts: about +-0.026 for a 95% interval). With the base at chance past
-   its second position, the reward only moves when a rollout guesses the next digit, and 50
-   steps did not turn that into learning under any masking.
+Setup. The model is the demo's tiny model (3 layers, width 96, 0.35M parameters) with rotary
+positions: with learned absolute positions it learns the answer one position at a time, and a
+first attempt (learned positions, 3,200 rollouts per run) left the 8- and 16-digit bases at 0.000
+exact match, so nothing could be compared there. SFT stopped at 20% exact match on training
+prompts: held-out bases 0.144 (4 digits, just under the 15-35% band aimed at), 0.188 (8) and
+0.214 (16), one base per length shared by the three seeds (a seed changes the rollouts and the
+prompt order, not the base). Each run: 80 steps x 32 prompts x 8 rollouts = 20,480 rollouts,
+mu = 4, the demo's MaskGRPO settings except the learning rate, 3e-5 with a 20-update warmup: at
+the demo's 3e-4 these bases fell apart (the 8-digit base from 0.188 to 0.012 under random
+re-masking, see `study_length.py`).
 
-So, to the title's question: at this scale there is no evidence that fading-out pays off more
-as completions get longer, and the study did not reach the regime where it could (bases that
-solve part of the task at every length, and an RL budget that improves a base). A real test
-needs, per length, a base at 15-35% (many thousand SFT steps at 8 and 16 digits on this model,
-or relative positions) and about the ablation's 76,800 rollouts per run: at the measured 4.9
-CPU seconds per 256-rollout step at 16 digits that is about 25 CPU-minutes per 16-digit run,
-some 5 CPU-hours for the twelve 16-digit runs alone.
+1. Every estimator improved every base at every length (+0.06 to +0.22 exact match), so the
+   estimators are compared on runs that train.
+2. Fading-out without truncation (gamma 0) minus random, mean over seeds: +0.007 at 4 digits
+   (better in 2 of 3 seeds), +0.031 at 8 (3 of 3), +0.031 at 16 (3 of 3, one significant). With
+   truncation (gamma 0.6): +0.001, +0.019, +0.019 (1, 2 and 2 of 3). Fading-out's advantage
+   appears past 4 digits and has the same sign in every seed at 8 and 16 (gamma 0), but it does
+   not grow from 8 to 16 digits, and only one paired comparison of the twelve past 4 digits is
+   significant on 500 held-out prompts (a 95% interval is about +-0.04 at these accuracies).
+3. Per position: at 8 and 16 digits fading-out's edge over random is nil on the first quarter
+   of the answer and largest on the last quarter (gamma 0: +0.026 at 8 digits, +0.032 at 16;
+   gamma 0.6: +0.016, +0.021); at 4 digits there is none. That is the pattern the hypothesis
+   predicts: masking the later tokens more helps the later positions.
+4. Truncation (gamma 0.6 against 0) was worse on the mean at every length (-0.007, -0.012,
+   -0.013), as on the text task of the ablation above.
+5. Coupled re-masking was the best estimator at every length, and its lead over random grew
+   with the length: +0.016 at 4 digits, +0.034 at 8 and +0.104 at 16 (better in every seed;
+   significantly in all three at 16). It scores every completion token in every inner iteration
+   (a view and its complement, two forward passes), so for the same rollouts it does about twice
+   the scoring work (its runs took 1.6-2 times the CPU time of the others): the same rollout
+   budget, not the same compute.
 
-The whole study took 0.55 CPU-hours (the line above: three SFT bases and 36 runs, evaluations
-included; 2,020 CPU seconds counted for its processes with their start-up), under the 1.5
-planned: SFT stopped at its caps at 8 and 16 digits, and 8-prompt steps cost less than the
-32-prompt measurements predicted. Sampler: the library's defaults on
-this branch (one block over the completion, one token per step, low-confidence remasking,
-exact decoding without KV cache or parallel commits). The two commits in the table differ only
-in report code and the fields a run record carries, not in what the runs did.
+So, to the title's question: partly. Fading-out pays off more at 8 and 16 digits than at 4
+(about 3 points of exact match against under 1) and its gain sits on the later answer positions,
+as the AR-like argument predicts; but the gap did not widen from 8 to 16 digits and is
+significant in one seed only. The scale stays tiny next to the paper's (a 0.35M-parameter model
+against LLaDA-8B, answers of 4-16 tokens against 256, one base per length), so this supports the
+direction of the paper's claim without establishing it; on this task, scoring every token
+(coupled) paid off with length far more clearly than masking the later ones more. Sampler: the library's defaults (one
+block over the completion, one token per step, low-confidence remasking, exact decoding).
 """,
     "kl": """Reading. The KL is the k3 estimate on the tokens each estimator scores, under its own
 masked views, so it is not the same quantity across estimators: d1 scores the whole completion
