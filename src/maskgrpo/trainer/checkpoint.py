@@ -478,11 +478,10 @@ def reconcile_config(cfg: C, saved: dict[str, Any], folder: Path) -> C:
     change (learning rate, steps, how the rollouts are split into micro-batches and processes)
     is allowed and logged.
     """
+    saved = {**LATER_FIELDS, **saved}
     for name in FIXED_FIELDS:
         if not hasattr(cfg, name):  # the Python API's config names no model or data source
             continue
-        if name in LATER_FIELDS:
-            saved = {name: LATER_FIELDS[name], **saved}
         if name not in saved:
             raise ValueError(
                 f"checkpoint {folder} has no {name!r} in its config: it was written by a "

@@ -129,10 +129,8 @@ def load_sft_checkpoint(
 ) -> None:
     """Load ``folder`` into ``model``, ``state`` and ``batches``; check the fixed fields."""
     record = read_trainer_state(folder, kind="sft")
-    saved = record["config"]
+    saved = {**LATER_FIELDS, **record["config"]}
     for name in SFT_FIXED_FIELDS:
-        if name in LATER_FIELDS:
-            saved = {name: LATER_FIELDS[name], **saved}
         if name not in saved:
             raise ValueError(
                 f"checkpoint {folder} has no {name!r} in its config: it was written by a "
