@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import statistics
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from study_length import BUDGETS
-from study_report import _acc, _final_reward, _paired, _smooth
+from study_report import _acc, _final_reward, _paired, _smooth, summary_cells
 
 Runs = dict[int, dict[str, list[dict[str, Any]]]]  # {length: {estimator: one run per seed}}
 
@@ -111,6 +112,10 @@ def _setup(runs: Runs) -> list[str]:
     return lines
 
 
+def _exact(ev: dict[str, Any]) -> float:
+    return float(ev["accuracy"])
+
+
 def token_accuracy(ev: dict[str, Any]) -> float:
     """Mean over answer positions of the held-out accuracy at the position."""
     return statistics.fmean(ev["per_position"])
@@ -139,19 +144,17 @@ def _summary(runs: Runs) -> list[str]:
     ]
     for n, by_name in runs.items():
         for name, rs in by_name.items():
-            finals = [r["final"]["accuracy"] for r in rs]
-            gains = [r["final"]["accuracy"] - r["base"]["accuracy"] for r in rs]
-            lines.append(
-                f"| {n} | {name} | {len(rs)} | {statistics.fmean(finals):.3f} | "
-                f"{min(finals):.3f} - {max(finals):.3f} | {statistics.fmean(gains):+.3f} |"
-            )
+            lines.append(f"| {n} | {name} | {summary_cells(rs)} |")
     return lines
 
 
-def paired_differences(a: list[dict], b: list[dict]) -> list[float]:
-    """Final accuracy of ``a`` minus ``b``, seed by seed (seeds both have)."""
-    ref = {r["seed"]: r["final"]["accuracy"] for r in b}
-    return [r["final"]["accuracy"] - ref[r["seed"]] for r in a if r["seed"] in ref]
+def paired_differences(
+    a: list[dict], b: list[dict], measure: Callable[[dict[str, Any]], float] = _exact
+) -> list[float]:
+    """``measure`` of the final evaluation of ``a`` minus ``b``, seed by seed (seeds both
+    have); exact match by default."""
+    ref = {r["seed"]: measure(r["final"]) for r in b}
+    return [measure(r["final"]) - ref[r["seed"]] for r in a if r["seed"] in ref]
 
 
 def _pairs(runs: Runs) -> list[str]:
@@ -192,10 +195,7 @@ def _token_pairs(runs: Runs) -> list[str]:
         for a, b in PAIRS:
             if a not in by_name or b not in by_name:
                 continue
-            ref = {r["seed"]: token_accuracy(r["final"]) for r in by_name[b]}
-            diffs = [
-                token_accuracy(r["final"]) - ref[r["seed"]] for r in by_name[a] if r["seed"] in ref
-            ]
+            diffs = paired_differences(by_name[a], by_name[b], token_accuracy)
             per_seed = ", ".join(f"{d:+.3f}" for d in diffs)
             mean = statistics.fmean(diffs) if diffs else float("nan")
             better = sum(d > 0 for d in diffs)

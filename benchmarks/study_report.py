@@ -258,6 +258,16 @@ def _paired(a: list[dict], b: list[dict]) -> tuple[int, int, int, int]:
     return n, better, sig_better, sig_worse
 
 
+def summary_cells(rs: list[dict]) -> str:
+    """``seeds | mean final acc | min - max | mean gain over base`` of one estimator's runs."""
+    finals = [r["final"]["accuracy"] for r in rs]
+    gains = [r["final"]["accuracy"] - r["base"]["accuracy"] for r in rs]
+    return (
+        f"{len(rs)} | {statistics.fmean(finals):.3f} | {min(finals):.3f} - {max(finals):.3f} | "
+        f"{statistics.fmean(gains):+.3f}"
+    )
+
+
 def _ablation_summary(runs: dict[str, list[dict]]) -> list[str]:
     """Across seeds: mean final accuracy and its spread, then the paper's pairwise claims."""
     lines = [
@@ -265,12 +275,7 @@ def _ablation_summary(runs: dict[str, list[dict]]) -> list[str]:
         "|---|---|---|---|---|",
     ]
     for name, rs in runs.items():
-        finals = [r["final"]["accuracy"] for r in rs]
-        gains = [r["final"]["accuracy"] - r["base"]["accuracy"] for r in rs]
-        lines.append(
-            f"| {name} | {len(rs)} | {statistics.fmean(finals):.3f} | {min(finals):.3f} - "
-            f"{max(finals):.3f} | {statistics.fmean(gains):+.3f} |"
-        )
+        lines.append(f"| {name} | {summary_cells(rs)} |")
     pairs = [
         ("random", "d1"),
         ("fading, gamma 0.6", "random"),
