@@ -103,3 +103,17 @@ def shared_data() -> Path:
     """The shared data folder: ``$MASKGRPO_SHARED_DATA`` or ``<repo>/../shared/data``."""
     env = os.environ.get("MASKGRPO_SHARED_DATA")
     return Path(env) if env else REPO_ROOT.parent / "shared" / "data"
+
+
+@pytest.fixture
+def shared_file(shared_data: Path) -> Callable[..., Path]:
+    """``shared_file("gsm8k", "test.jsonl")``: that file of the shared data folder; the test is
+    skipped when it is not there."""
+
+    def find(*parts: str) -> Path:
+        path = shared_data.joinpath(*parts)
+        if not path.is_file():
+            pytest.skip(f"shared data file {path} is missing")
+        return path
+
+    return find

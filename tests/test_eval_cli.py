@@ -7,6 +7,7 @@ test double that answers with the gold answers shows the pipeline counts passes 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -27,11 +28,8 @@ def llama_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture
-def gsm8k_file(shared_data: Path) -> Path:
-    path = shared_data / "gsm8k" / "test.jsonl"
-    if not path.is_file():
-        pytest.skip(f"shared data file {path} is missing")
-    return path
+def gsm8k_file(shared_file: Callable[..., Path]) -> Path:
+    return shared_file("gsm8k", "test.jsonl")
 
 
 def _eval_args(model: Path, data: Path, out: Path, *extra: str) -> list[str]:
@@ -150,10 +148,10 @@ def test_gold_answers_pass_every_sample(gsm8k_file: Path, tmp_path: Path) -> Non
 
 
 @pytest.mark.skipif(not sandbox_available(), reason="needs a working bubblewrap sandbox")
-def test_mbpp_reference_code_passes_in_the_sandbox(shared_data: Path, tmp_path: Path) -> None:
-    path = shared_data / "mbpp" / "mbpp.jsonl"
-    if not path.is_file():
-        pytest.skip(f"shared data file {path} is missing")
+def test_mbpp_reference_code_passes_in_the_sandbox(
+    shared_file: Callable[..., Path], tmp_path: Path
+) -> None:
+    path = shared_file("mbpp", "mbpp.jsonl")
     cfg = load_config(
         EvalConfig, dataset="mbpp", data_file=str(path), limit=2, output_dir=str(tmp_path)
     )
@@ -205,10 +203,10 @@ def test_benchmark_config_errors(
     assert fragment in capsys.readouterr().err
 
 
-def test_few_shot_examples_come_from_the_file(gsm8k_file: Path, tmp_path: Path) -> None:
-    train = gsm8k_file.with_name("train.jsonl")
-    if not train.is_file():
-        pytest.skip(f"shared data file {train} is missing")
+def test_few_shot_examples_come_from_the_file(
+    gsm8k_file: Path, shared_file: Callable[..., Path], tmp_path: Path
+) -> None:
+    train = shared_file("gsm8k", "train.jsonl")
     cfg = load_config(
         EvalConfig,
         dataset="gsm8k",

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -28,11 +29,8 @@ SMALL = ["--dim", "32", "--n-layers", "1", "--n-heads", "2"]
 
 
 @pytest.fixture
-def geneval(shared_data: Path) -> Path:
-    path = shared_data / "geneval" / "evaluation_metadata.jsonl"
-    if not path.is_file():
-        pytest.skip(f"{path} is not here (the shared data folder)")
-    return path
+def geneval(shared_file: Callable[..., Path]) -> Path:
+    return shared_file("geneval", "evaluation_metadata.jsonl")
 
 
 def test_sft_then_train_from_the_command_line(
